@@ -1,0 +1,29 @@
+//! Everything that knows lapin: the topology, the confirming publisher, and the consumer loop
+//! (connect, declare, consume, dispatch, carry out each [`crate::processor::Disposition`], ack,
+//! reconnect).
+
+mod consumer;
+mod publisher;
+mod topology;
+
+pub use consumer::{AmqpSettings, run};
+pub use publisher::Publisher;
+pub use topology::{Names, TopologyOptions};
+
+/// Headers the connector reads and writes.
+pub mod headers {
+    /// Delayed redeliveries already done.
+    pub const RETRY_ROUND: &str = "x-lpc-retry-round";
+    /// LastPass attempts made in earlier rounds.
+    pub const ATTEMPTS: &str = "x-lpc-attempts";
+    /// On a parked message: the `error.code` of its event.
+    pub const ERROR_CODE: &str = "x-lpc-error-code";
+    /// On a parked message: a human-readable reason.
+    pub const ERROR_MESSAGE: &str = "x-lpc-error-message";
+    /// On a parked message: the queue it was consumed from.
+    pub const ORIGINAL_QUEUE: &str = "x-lpc-original-queue";
+    /// On a parked message: its original routing key.
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-lpc-original-routing-key";
+    /// On a parked message: when it was parked (RFC 3339).
+    pub const PARKED_AT: &str = "x-lpc-parked-at";
+}

@@ -1,0 +1,281 @@
+//! Configuration of `run`: environment variables, each also a flag (flags win), parsed once into
+//! a [`Config`]. A missing or malformed value stops startup with a message naming it (exit 2).
+
+use crate::lastpass::{DEFAULT_API_URL, DEFAULT_PAGE_SIZE, Provhash};
+use crate::processor::RetryPolicy;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The flags of `lastpass-connector run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    pub amqp_url: String,
+    /// LastPass Enterprise API endpoint.
+    #[arg(long, env = "LASTPASS_API_URL", default_value = DEFAULT_API_URL)]
+    pub lastpass_api_url: String,
+    /// LastPass account number (cid).
+    #[arg(long, env = "LASTPASS_CID")]
+    pub lastpass_cid: Option<String>,
+    /// LastPass API secret (provhash). Prefer LASTPASS_PROVHASH_FILE.
+    #[arg(long, env = "LASTPASS_PROVHASH", hide_env_values = true)]
+    pub lastpass_provhash: Option<String>,
+    /// A file holding the provhash; re-read when LastPass refuses the credentials.
+    #[arg(long, env = "LASTPASS_PROVHASH_FILE")]
+    pub lastpass_provhash_file: Option<PathBuf>,
+    /// Timeout of each LastPass call.
+    #[arg(long, env = "LASTPASS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub lastpass_timeout: Duration,
+    /// Prefix P of every exchange and queue.
+    #[arg(long, env = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
+    pub prefix: String,
+    /// Where the embedded state (ledger, sync snapshot) lives.
+    #[arg(long, env = "CONNECTOR_STATE_DIR", default_value = "./state")]
+    pub state_dir: PathBuf,
+    /// How many commands are applied at once.
+    #[arg(long, env = "CONNECTOR_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+    /// How long completed commands are remembered.
+    #[arg(long, env = "CONNECTOR_LEDGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub ledger_retention: Duration,
+    /// LastPass attempts in process before a delayed redelivery.
+    #[arg(long, env = "CONNECTOR_RETRY_ATTEMPTS", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub retry_attempts: u16,
+    /// First in-process backoff delay (doubles, with jitter).
+    #[arg(long, env = "CONNECTOR_RETRY_MIN_DELAY", default_value = "500ms", value_parser = parse_duration)]
+    pub retry_min_delay: Duration,
+    /// Longest in-process backoff delay.
+    #[arg(long, env = "CONNECTOR_RETRY_MAX_DELAY", default_value = "10s", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+    /// Delays of the delayed redeliveries through P.retry.*, comma separated ("" for none).
+    #[arg(long, env = "CONNECTOR_RETRY_DELAYS", default_value = "30s,2m,10m", value_parser = parse_durations)]
+    pub retry_delays: DurationList,
+    /// Delivery limit of the work queues: a backstop against crash loops.
+    #[arg(long, env = "CONNECTOR_DELIVERY_LIMIT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_limit: u32,
+    /// Start a sync this often (e.g. 1h); off when unset.
+    #[arg(long, env = "CONNECTOR_SYNC_INTERVAL", value_parser = parse_duration)]
+    pub sync_interval: Option<Duration>,
+    /// getuserdata page size for the sync.
+    #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub sync_page_size: u32,
+    /// How long in-flight commands may take to finish at SIGTERM before they are given back.
+    #[arg(long, env = "CONNECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// A list of durations (a newtype so clap takes the whole list as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationList(pub Vec<Duration>);
+
+/// Where the provhash comes from.
+#[derive(Clone)]
+pub enum ProvhashSource {
+    Value(Provhash),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for ProvhashSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProvhashSource::Value(_) => f.write_str("Value(***)"),
+            ProvhashSource::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl ProvhashSource {
+    /// The secret: the value, or the file's content without surrounding white space.
+    pub fn load(&self) -> Result<Provhash, ConfigError> {
+        match self {
+            ProvhashSource::Value(p) => Ok(p.clone()),
+            ProvhashSource::File(path) => {
+                let s = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!(
+                        "LASTPASS_PROVHASH_FILE: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let s = s.trim();
+                if s.is_empty() {
+                    return Err(ConfigError(format!(
+                        "LASTPASS_PROVHASH_FILE: {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Provhash::new(s.to_string()))
+            }
+        }
+    }
+}
+
+/// The whole configuration of `run`, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub amqp_url: String,
+    pub api_url: String,
+    pub cid: String,
+    pub provhash: ProvhashSource,
+    pub lastpass_timeout: Duration,
+    pub prefix: String,
+    pub state_dir: PathBuf,
+    pub concurrency: u16,
+    pub ledger_retention: Duration,
+    pub retry: RetryPolicy,
+    pub delivery_limit: u32,
+    pub sync_interval: Option<Duration>,
+    pub sync_page_size: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration value is missing or malformed; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn from_args(a: RunArgs) -> Result<Config, ConfigError> {
+        let cid = a
+            .lastpass_cid
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| ConfigError("LASTPASS_CID (--lastpass-cid) is required".into()))?;
+        let cid = cid.trim().to_string();
+        if !cid.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ConfigError(format!(
+                "LASTPASS_CID must be the numeric LastPass account number, got {cid:?}"
+            )));
+        }
+        let provhash = match (a.lastpass_provhash_file, a.lastpass_provhash) {
+            (Some(path), _) => ProvhashSource::File(path),
+            (None, Some(p)) if !p.trim().is_empty() => {
+                ProvhashSource::Value(Provhash::new(p.trim().to_string()))
+            }
+            _ => {
+                return Err(ConfigError(
+                    "LASTPASS_PROVHASH or LASTPASS_PROVHASH_FILE is required".into(),
+                ));
+            }
+        };
+        provhash.load()?;
+        for (name, url, schemes) in [
+            ("AMQP_URL", &a.amqp_url, &["amqp://", "amqps://"][..]),
+            (
+                "LASTPASS_API_URL",
+                &a.lastpass_api_url,
+                &["http://", "https://"][..],
+            ),
+        ] {
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                return Err(ConfigError(format!(
+                    "{name} must start with {}",
+                    schemes.join(" or ")
+                )));
+            }
+        }
+        if a.retry_min_delay > a.retry_max_delay {
+            return Err(ConfigError(
+                "CONNECTOR_RETRY_MIN_DELAY must not exceed CONNECTOR_RETRY_MAX_DELAY".into(),
+            ));
+        }
+        Ok(Config {
+            amqp_url: a.amqp_url,
+            api_url: a.lastpass_api_url,
+            cid,
+            provhash,
+            lastpass_timeout: a.lastpass_timeout,
+            prefix: a.prefix,
+            state_dir: a.state_dir,
+            concurrency: a.concurrency,
+            ledger_retention: a.ledger_retention,
+            retry: RetryPolicy {
+                attempts: usize::from(a.retry_attempts),
+                min_delay: a.retry_min_delay,
+                max_delay: a.retry_max_delay,
+                round_delays: a.retry_delays.0,
+            },
+            delivery_limit: a.delivery_limit,
+            sync_interval: a.sync_interval,
+            sync_page_size: a.sync_page_size,
+            shutdown_grace: a.shutdown_grace,
+        })
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("letters, digits, '-', '_' and '.' only, 1 to 200 characters".into())
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h`, `7d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d"))?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_durations(s: &str) -> Result<DurationList, String> {
+    if s.trim().is_empty() {
+        return Ok(DurationList(vec![]));
+    }
+    s.split(',')
+        .map(parse_duration)
+        .collect::<Result<_, _>>()
+        .map(DurationList)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert_eq!(
+            parse_durations("1s,2m").unwrap().0,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert!(parse_durations("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(parse_prefix("lastpass").is_ok());
+        assert!(parse_prefix("test-1.a_b").is_ok());
+        assert!(parse_prefix("").is_err());
+        assert!(parse_prefix("a b").is_err());
+        assert!(parse_prefix("a/b").is_err());
+    }
+}

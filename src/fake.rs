@@ -1,0 +1,199 @@
+//! An in-memory [`LastPass`] for tests of the command logic and the sync (no HTTP). It keeps the
+//! semantics that matter (deluser 0/2, batchadd, paging by uid), counts the mutating calls, and
+//! can be told to fail the next calls.
+
+use crate::email::Email;
+use crate::lastpass::{
+    DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, User, UserPage,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+struct State {
+    users: BTreeMap<u64, User>,
+    next_uid: u64,
+    mutations: Vec<String>,
+    failures: VecDeque<LastPassError>,
+}
+
+/// An in-memory LastPass company.
+#[derive(Debug, Default)]
+pub struct FakeLastPass {
+    state: Mutex<State>,
+}
+
+impl FakeLastPass {
+    pub fn new() -> Self {
+        let f = FakeLastPass::default();
+        f.state.lock().unwrap().next_uid = 1000;
+        f
+    }
+
+    /// Adds a user; returns its uid.
+    pub fn add(&self, email: &str, disabled: bool, never_logged_in: bool, admin: bool) -> String {
+        let mut s = self.state.lock().unwrap();
+        s.next_uid += 1;
+        let uid = s.next_uid;
+        s.users.insert(
+            uid,
+            User {
+                uid: uid.to_string(),
+                email: email.to_string(),
+                full_name: String::new(),
+                disabled,
+                never_logged_in,
+                admin,
+                last_login: None,
+                created: None,
+                groups: vec![],
+                password_reset_required: never_logged_in,
+            },
+        );
+        uid.to_string()
+    }
+
+    /// The user with this email (case-insensitive), if any.
+    pub fn get(&self, email: &str) -> Option<User> {
+        let s = self.state.lock().unwrap();
+        s.users
+            .values()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+            .cloned()
+    }
+
+    /// Removes a user behind the connector's back.
+    pub fn remove(&self, email: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.users.retain(|_, u| !u.email.eq_ignore_ascii_case(email));
+    }
+
+    /// Changes a user in place.
+    pub fn update(&self, email: &str, f: impl FnOnce(&mut User)) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(u) = s
+            .users
+            .values_mut()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+        {
+            f(u);
+        }
+    }
+
+    /// The mutating calls made so far, e.g. `deluser 0 a@b.co`.
+    pub fn mutations(&self) -> Vec<String> {
+        self.state.lock().unwrap().mutations.clone()
+    }
+
+    /// The next calls fail with these errors, in order.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = LastPassError>) {
+        self.state.lock().unwrap().failures.extend(errors);
+    }
+
+    fn check(&self) -> Result<std::sync::MutexGuard<'_, State>, LastPassError> {
+        let mut s = self.state.lock().unwrap();
+        match s.failures.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(s),
+        }
+    }
+}
+
+impl LastPass for FakeLastPass {
+    async fn find_user(&self, email: &Email) -> Result<Option<User>, LastPassError> {
+        let s = self.check()?;
+        Ok(s.users
+            .values()
+            .find(|u| u.email.eq_ignore_ascii_case(email.as_str()))
+            .cloned())
+    }
+
+    async fn list_page(&self, page_index: u32, page_size: u32) -> Result<UserPage, LastPassError> {
+        let s = self.check()?;
+        let users = s
+            .users
+            .values()
+            .skip(page_index as usize * page_size as usize)
+            .take(page_size as usize)
+            .cloned()
+            .collect();
+        Ok(UserPage {
+            users,
+            total: s.users.len() as u64,
+            invited: vec![],
+        })
+    }
+
+    async fn delete_user(
+        &self,
+        email: &Email,
+        action: DeleteAction,
+    ) -> Result<DelUserOutcome, LastPassError> {
+        let mut s = self.check()?;
+        let Some((&uid, user)) = s
+            .users
+            .iter_mut()
+            .find(|(_, u)| u.email.eq_ignore_ascii_case(email.as_str()))
+        else {
+            return Err(LastPassError::NoSuchUser(email.to_string()));
+        };
+        let outcome = match action {
+            DeleteAction::Deactivate if user.disabled => DelUserOutcome::AlreadyDisabled,
+            DeleteAction::Deactivate => {
+                user.disabled = true;
+                DelUserOutcome::Done
+            }
+            DeleteAction::RemoveFromCompany | DeleteAction::Delete => {
+                s.users.remove(&uid);
+                DelUserOutcome::Done
+            }
+        };
+        s.mutations.push(format!("deluser {} {email}", action as u8));
+        Ok(outcome)
+    }
+
+    async fn create_users(&self, users: &[NewUser]) -> Result<(), LastPassError> {
+        let mut s = self.check()?;
+        for u in users {
+            s.next_uid += 1;
+            let uid = s.next_uid;
+            s.users.insert(
+                uid,
+                User {
+                    uid: uid.to_string(),
+                    email: u.email.to_string(),
+                    full_name: u.full_name(),
+                    disabled: false,
+                    never_logged_in: true,
+                    admin: false,
+                    last_login: None,
+                    created: None,
+                    groups: vec![],
+                    password_reset_required: true,
+                },
+            );
+            s.mutations.push(format!("batchadd {}", u.email));
+        }
+        Ok(())
+    }
+
+    async fn enable_users(&self, emails: &[Email]) -> Result<EnableOutcome, LastPassError> {
+        let mut s = self.check()?;
+        let mut out = EnableOutcome::default();
+        for e in emails {
+            match s
+                .users
+                .values_mut()
+                .find(|u| u.email.eq_ignore_ascii_case(e.as_str()))
+            {
+                Some(u) if u.disabled => {
+                    u.disabled = false;
+                    out.enabled.push(e.to_string());
+                }
+                _ => out.unchanged.push(e.to_string()),
+            }
+            s.mutations.push(format!("enableuser {e}"));
+        }
+        Ok(out)
+    }
+}
