@@ -12,62 +12,62 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
+    #[arg(long, env = "AMQP_URL", value_name = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
     pub amqp_url: String,
     /// LastPass Enterprise API endpoint.
-    #[arg(long, env = "LASTPASS_API_URL", default_value = DEFAULT_API_URL)]
+    #[arg(long, env = "LASTPASS_API_URL", value_name = "LASTPASS_API_URL", default_value = DEFAULT_API_URL)]
     pub lastpass_api_url: String,
     /// LastPass account number (cid).
-    #[arg(long, env = "LASTPASS_CID")]
+    #[arg(long, env = "LASTPASS_CID", value_name = "LASTPASS_CID")]
     pub lastpass_cid: Option<String>,
     /// LastPass API secret (provhash). Prefer LASTPASS_PROVHASH_FILE.
-    #[arg(long, env = "LASTPASS_PROVHASH", hide_env_values = true)]
+    #[arg(long, env = "LASTPASS_PROVHASH", value_name = "LASTPASS_PROVHASH", hide_env_values = true)]
     pub lastpass_provhash: Option<String>,
     /// A file holding the provhash; re-read when LastPass refuses the credentials.
-    #[arg(long, env = "LASTPASS_PROVHASH_FILE")]
+    #[arg(long, env = "LASTPASS_PROVHASH_FILE", value_name = "LASTPASS_PROVHASH_FILE")]
     pub lastpass_provhash_file: Option<PathBuf>,
     /// Timeout of each LastPass call.
-    #[arg(long, env = "LASTPASS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "LASTPASS_TIMEOUT", value_name = "LASTPASS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub lastpass_timeout: Duration,
     /// Prefix P of every exchange and queue.
-    #[arg(long, env = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
+    #[arg(long, env = "CONNECTOR_PREFIX", value_name = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
     pub prefix: String,
     /// Where the embedded state (ledger, sync snapshot) lives.
-    #[arg(long, env = "CONNECTOR_STATE_DIR", default_value = "./state")]
+    #[arg(long, env = "CONNECTOR_STATE_DIR", value_name = "CONNECTOR_STATE_DIR", default_value = "./state")]
     pub state_dir: PathBuf,
     /// How many commands are applied at once.
-    #[arg(long, env = "CONNECTOR_CONCURRENCY", default_value_t = 8,
+    #[arg(long, env = "CONNECTOR_CONCURRENCY", value_name = "CONNECTOR_CONCURRENCY", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: u16,
     /// How long completed commands are remembered.
-    #[arg(long, env = "CONNECTOR_LEDGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "CONNECTOR_LEDGER_RETENTION", value_name = "CONNECTOR_LEDGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub ledger_retention: Duration,
     /// LastPass attempts in process before a delayed redelivery.
-    #[arg(long, env = "CONNECTOR_RETRY_ATTEMPTS", default_value_t = 3,
+    #[arg(long, env = "CONNECTOR_RETRY_ATTEMPTS", value_name = "CONNECTOR_RETRY_ATTEMPTS", default_value_t = 3,
           value_parser = clap::value_parser!(u16).range(1..=20))]
     pub retry_attempts: u16,
     /// First in-process backoff delay (doubles, with jitter).
-    #[arg(long, env = "CONNECTOR_RETRY_MIN_DELAY", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "CONNECTOR_RETRY_MIN_DELAY", value_name = "CONNECTOR_RETRY_MIN_DELAY", default_value = "500ms", value_parser = parse_duration)]
     pub retry_min_delay: Duration,
     /// Longest in-process backoff delay.
-    #[arg(long, env = "CONNECTOR_RETRY_MAX_DELAY", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CONNECTOR_RETRY_MAX_DELAY", value_name = "CONNECTOR_RETRY_MAX_DELAY", default_value = "10s", value_parser = parse_duration)]
     pub retry_max_delay: Duration,
     /// Delays of the delayed redeliveries through P.retry.*, comma separated ("" for none).
-    #[arg(long, env = "CONNECTOR_RETRY_DELAYS", default_value = "30s,2m,10m", value_parser = parse_durations)]
+    #[arg(long, env = "CONNECTOR_RETRY_DELAYS", value_name = "CONNECTOR_RETRY_DELAYS", default_value = "30s,2m,10m", value_parser = parse_durations)]
     pub retry_delays: DurationList,
     /// Delivery limit of the work queues: a backstop against crash loops.
-    #[arg(long, env = "CONNECTOR_DELIVERY_LIMIT", default_value_t = 20,
+    #[arg(long, env = "CONNECTOR_DELIVERY_LIMIT", value_name = "CONNECTOR_DELIVERY_LIMIT", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub delivery_limit: u32,
     /// Start a sync this often (e.g. 1h); off when unset.
-    #[arg(long, env = "CONNECTOR_SYNC_INTERVAL", value_parser = parse_duration)]
+    #[arg(long, env = "CONNECTOR_SYNC_INTERVAL", value_name = "CONNECTOR_SYNC_INTERVAL", value_parser = parse_duration)]
     pub sync_interval: Option<Duration>,
     /// getuserdata page size for the sync.
-    #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
+    #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", value_name = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub sync_page_size: u32,
     /// How long in-flight commands may take to finish at SIGTERM before they are given back.
-    #[arg(long, env = "CONNECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = "CONNECTOR_SHUTDOWN_GRACE", value_name = "CONNECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 

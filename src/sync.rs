@@ -264,3 +264,131 @@ pub async fn run<L: LastPass, S: EventSink>(
         done,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::PublishError;
+    use crate::fake::FakeLastPass;
+    use serde_json::Value;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<Value>>);
+
+    impl EventSink for Sink {
+        async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+            let mut v = self.0.lock().unwrap();
+            for e in events {
+                v.push(serde_json::from_str(&e.body).unwrap());
+            }
+            Ok(())
+        }
+    }
+
+    fn meta() -> Meta {
+        Meta {
+            command_id: Uuid::new_v4(),
+            correlation_id: None,
+            requested_by: None,
+            reason: None,
+            requested_at: None,
+        }
+    }
+
+    fn retry() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            round_delays: vec![],
+        }
+    }
+
+    async fn sync(lp: &FakeLastPass, ledger: &Ledger) -> Result<(Vec<Value>, Value), SyncError> {
+        let sink = Sink::default();
+        let done = run(
+            lp,
+            ledger,
+            &EventFactory::new("1"),
+            &SyncSettings { page_size: 3 },
+            &retry(),
+            &meta(),
+            &sink,
+        )
+        .await?;
+        let events = sink.0.into_inner().unwrap();
+        Ok((events, serde_json::from_str(&done.body).unwrap()))
+    }
+
+    fn status_of<'a>(events: &'a [Value], email: &str) -> &'a str {
+        events
+            .iter()
+            .find(|e| e["subject"] == email)
+            .unwrap_or_else(|| panic!("no event for {email}"))["data"]["account_status"]
+            .as_str()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn statuses_deprovisions_renames_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let lp = FakeLastPass::new();
+        lp.add("active@x.io", false, false, true);
+        lp.add("off@x.io", true, true, false);
+        lp.add("staged@x.io", false, true, false);
+        for i in 0..5 {
+            lp.add(&format!("u{i}@x.io"), false, false, false);
+        }
+        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        assert_eq!(events.len(), 8);
+        assert_eq!(status_of(&events, "active@x.io"), "Active");
+        assert_eq!(status_of(&events, "off@x.io"), "Suspended");
+        assert_eq!(status_of(&events, "staged@x.io"), "Staged");
+        assert_eq!(done["data"]["total"], 8);
+        assert_eq!(done["data"]["admins"], 1);
+        assert_eq!(done["data"]["deprovisioned"], 0);
+        assert_eq!(done["data"]["counts"]["Active"], 6);
+
+        // Two deleted, one renamed (same uid), one disabled.
+        lp.remove("u0@x.io");
+        lp.remove("u1@x.io");
+        lp.update("u2@x.io", |u| u.email = "renamed@x.io".into());
+        lp.update("u3@x.io", |u| u.disabled = true);
+        // A sync that fails part-way marks nobody deprovisioned and keeps the snapshot.
+        lp.fail_next([
+            LastPassError::Transient { reason: "x".into(), retry_after: None },
+            LastPassError::Transient { reason: "x".into(), retry_after: None },
+        ]);
+        assert!(sync(&lp, &ledger).await.is_err());
+        assert_eq!(ledger.snapshot_len().await.unwrap(), 8);
+
+        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        assert_eq!(status_of(&events, "u0@x.io"), "Deprovisioned");
+        assert_eq!(status_of(&events, "u1@x.io"), "Deprovisioned");
+        assert_eq!(status_of(&events, "u3@x.io"), "Suspended");
+        assert_eq!(status_of(&events, "renamed@x.io"), "Active");
+        assert!(!events.iter().any(|e| e["subject"] == "u2@x.io"), "a rename is not a deprovision");
+        assert_eq!(done["data"]["deprovisioned"], 2);
+        assert_eq!(done["data"]["total"], 6);
+        assert_eq!(ledger.snapshot_len().await.unwrap(), 6);
+
+        // The next sync does not report them again.
+        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        assert_eq!(done["data"]["deprovisioned"], 0);
+        assert!(events.iter().all(|e| e["data"]["account_status"] != "Deprovisioned"));
+    }
+
+    #[tokio::test]
+    async fn event_ids_are_deterministic_per_sync_and_uid() {
+        let lp = FakeLastPass::new();
+        lp.add("a@x.io", false, false, false);
+        let f = EventFactory::new("1");
+        let m = meta();
+        let u = lp.get("a@x.io").unwrap();
+        assert_eq!(synced_event(&f, &m, &u).id, synced_event(&f, &m, &u).id);
+        assert_ne!(synced_event(&f, &m, &u).id, synced_event(&f, &meta(), &u).id);
+    }
+}

@@ -8,7 +8,7 @@ mod topology;
 
 pub use consumer::{AmqpSettings, run};
 pub use publisher::Publisher;
-pub use topology::{Names, TopologyOptions};
+pub use topology::{Names, TopologyOptions, declare as declare_topology};
 
 /// Headers the connector reads and writes.
 pub mod headers {

@@ -1,0 +1,459 @@
+//! The command consumer against the real RabbitMQ and the LastPass simulator, each test under its
+//! own prefix: every row of the semantics table, duplicates and late redeliveries, transient
+//! faults, retries exhausted, the auth-error pause, invalid messages, a cut connection and
+//! SIGTERM with commands in flight.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::sim::{self, TestSim};
+use support::{Broker, Running, command, test_retry};
+
+const T: Duration = Duration::from_secs(15);
+
+async fn setup(users: &[(&str, bool, bool)]) -> (Broker, TestSim, Running, support::Tap, tempfile::TempDir) {
+    let sim = TestSim::start().await;
+    for (email, disabled, never) in users {
+        sim.add(email, *disabled, *never);
+    }
+    let broker = Broker::new(&test_retry()).await;
+    let tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    (broker, sim, running, tap, dir)
+}
+
+fn data(ev: &Value) -> &Value {
+    &ev["data"]
+}
+
+fn routing(ev: &Value) -> &str {
+    ev["type"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("io.github.lastpass-connector.")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn provision_rows_of_the_semantics_table() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("present@example.com", false, false),
+        ("suspended@example.com", true, false),
+    ])
+    .await;
+
+    // absent -> batchadd -> applied, Staged
+    let (id, cmd) = command("user.provision", "New.Person@Example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "user.provisioned");
+    assert_eq!(ev["subject"], "new.person@example.com");
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert_eq!(data(&ev)["account_status"], "Staged");
+    assert_eq!(data(&ev)["license_reclaimed"], false);
+    assert_eq!(data(&ev)["correlation_id"], "test-user.provision");
+    let u = sim.user("new.person@example.com").expect("user created");
+    assert_eq!(u.fullname, "Jane Doe");
+    assert!(!u.admin && !u.disabled && u.neverloggedin && u.password_reset_required);
+
+    // present, enabled -> no call -> already_done, its status
+    let (id, cmd) = command("user.provision", "present@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "user.provisioned");
+    assert_eq!(data(&ev)["outcome"], "already_done");
+    assert_eq!(data(&ev)["account_status"], "Active");
+
+    // present, disabled -> no call -> failed account_suspended, parked
+    let (id, cmd) = command("user.provision", "suspended@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "command.failed");
+    assert_eq!(data(&ev)["outcome"], "failed");
+    assert_eq!(data(&ev)["error"]["code"], "account_suspended");
+    assert_eq!(data(&ev)["account_status"], "Suspended");
+    let parked = broker.dead_letters(1, T).await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("account_suspended"));
+    assert_eq!(serde_json::from_slice::<Value>(&parked[0].body).unwrap(), cmd);
+
+    assert_eq!(sim.mutations("batchadd"), 1, "exactly one batchadd");
+    assert!(!sim.user("suspended@example.com").unwrap().admin);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn suspend_rows_of_the_semantics_table() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("enabled@example.com", false, false),
+        ("disabled@example.com", true, false),
+    ])
+    .await;
+
+    let (id, cmd) = command("user.suspend", "ENABLED@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "user.suspended");
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert_eq!(data(&ev)["account_status"], "Suspended");
+    assert_eq!(data(&ev)["license_reclaimed"], false);
+    assert!(sim.user("enabled@example.com").unwrap().disabled, "login blocked");
+
+    let (id, cmd) = command("user.suspend", "disabled@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "user.suspended");
+    assert_eq!(data(&ev)["outcome"], "already_done");
+    assert_eq!(data(&ev)["account_status"], "Suspended");
+
+    let (id, cmd) = command("user.suspend", "nobody@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "command.failed");
+    assert_eq!(data(&ev)["error"]["code"], "user_not_found");
+    assert_eq!(data(&ev)["error"]["retryable"], false);
+    assert_eq!(data(&ev)["account_status"], Value::Null);
+    let parked = broker.dead_letters(1, T).await;
+    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("user_not_found"));
+
+    assert_eq!(sim.mutations("deluser"), 1, "one deluser, for the enabled user only");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn deprovision_rows_of_the_semantics_table() {
+    let (broker, sim, running, mut tap, _dir) =
+        setup(&[("leaver@example.com", false, false), ("off@example.com", true, false)]).await;
+
+    for email in ["leaver@example.com", "off@example.com"] {
+        let (id, cmd) = command("user.deprovision", email);
+        broker.send_json(&cmd).await;
+        let ev = tap.for_command(&id, T).await;
+        assert_eq!(routing(&ev), "user.deprovisioned");
+        assert_eq!(data(&ev)["outcome"], "applied");
+        assert_eq!(data(&ev)["account_status"], "Deprovisioned");
+        assert_eq!(data(&ev)["license_reclaimed"], true);
+        assert!(sim.user(email).is_none(), "{email} deleted");
+    }
+
+    let (id, cmd) = command("user.deprovision", "leaver@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(routing(&ev), "user.deprovisioned");
+    assert_eq!(data(&ev)["outcome"], "already_done");
+    assert_eq!(data(&ev)["account_status"], "Deprovisioned");
+    assert_eq!(data(&ev)["license_reclaimed"], false);
+    assert_eq!(sim.mutations("deluser"), 2);
+    assert!(sim.calls().iter().all(|c| c.cmd != "deluser" || c.data["deleteaction"] == 2));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_changes_lastpass_once_and_repeats_the_same_event() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[("dup@example.com", false, false)]).await;
+    let (id, cmd) = command("user.suspend", "dup@example.com");
+    broker.send_json(&cmd).await;
+    broker.send_json(&cmd).await;
+    let first = tap.for_command(&id, T).await;
+    let second = tap.for_command(&id, T).await;
+    assert_eq!(first["id"], second["id"], "same event id");
+    assert_eq!(first, second, "the stored event is repeated verbatim");
+    assert_eq!(sim.mutations("deluser"), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_redelivery_never_deletes_a_new_account_with_the_same_email() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[("reused@example.com", false, false)]).await;
+    // X: deprovision the old account.
+    let (x, deprovision) = command("user.deprovision", "reused@example.com");
+    broker.send_json(&deprovision).await;
+    let first = tap.for_command(&x, T).await;
+    assert_eq!(data(&first)["outcome"], "applied");
+    // Y: provision a new account with the same email.
+    let (y, provision) = command("user.provision", "reused@example.com");
+    broker.send_json(&provision).await;
+    assert_eq!(data(&tap.for_command(&y, T).await)["outcome"], "applied");
+    let new_uid = sim.user("reused@example.com").expect("new account").uid;
+    // X again, late.
+    broker.send_json(&deprovision).await;
+    let again = tap.for_command(&x, T).await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(data(&again)["outcome"], "applied", "the original outcome is repeated");
+    let still = sim.user("reused@example.com").expect("the new account survives");
+    assert_eq!(still.uid, new_uid);
+    assert_eq!(sim.mutations("deluser"), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_ledger_survives_a_restart() {
+    let sim = TestSim::start().await;
+    sim.add("restart@example.com", false, false);
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    let running = Running::start(cfg.clone());
+    let (id, cmd) = command("user.deprovision", "restart@example.com");
+    broker.send_json(&cmd).await;
+    let first = tap.for_command(&id, T).await;
+    running.stop().await;
+    // Someone re-creates the account; the old command arrives again after a restart.
+    sim.add("restart@example.com", false, false);
+    let running = Running::start(cfg);
+    broker.send_json(&cmd).await;
+    let again = tap.for_command(&id, T).await;
+    assert_eq!(first["id"], again["id"]);
+    assert!(sim.user("restart@example.com").is_some());
+    assert_eq!(sim.mutations("deluser"), 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn commands_for_one_email_apply_in_arrival_order() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
+    sim.faults(sim::Faults { latency_ms: Some(50), ..Default::default() });
+    let (p, provision) = command("user.provision", "order@example.com");
+    let (s, suspend) = command("user.suspend", "order@example.com");
+    let (d, deprovision) = command("user.deprovision", "order@example.com");
+    broker.send_json(&provision).await;
+    broker.send_json(&suspend).await;
+    broker.send_json(&deprovision).await;
+    assert_eq!(data(&tap.for_command(&p, T).await)["outcome"], "applied");
+    assert_eq!(data(&tap.for_command(&s, T).await)["outcome"], "applied");
+    assert_eq!(data(&tap.for_command(&d, T).await)["outcome"], "applied");
+    let cmds: Vec<String> = sim
+        .calls()
+        .iter()
+        .map(|c| match c.cmd.as_str() {
+            "deluser" => format!("deluser {}", c.data["deleteaction"]),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(cmds, ["batchadd", "deluser 0", "deluser 2"]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried_until_the_command_applies() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("a@example.com", false, false),
+        ("b@example.com", false, false),
+        ("c@example.com", false, false),
+    ])
+    .await;
+
+    // 503s: more than the in-process attempts, so a delayed redelivery happens too.
+    sim.faults(sim::Faults { fail_next: Some(3), ..Default::default() });
+    let (id, cmd) = command("user.suspend", "a@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert!(data(&ev)["attempts"].as_u64().unwrap() >= 4, "{ev:#}");
+
+    // 429 with an HTML body and Retry-After: 1 s.
+    sim.faults(sim::Faults {
+        rate_limit_next: Some(1),
+        retry_after_secs: Some(1),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let (id, cmd) = command("user.suspend", "b@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert!(started.elapsed() >= Duration::from_millis(900), "Retry-After honoured");
+
+    // An outage shorter than the retry budget.
+    sim.faults(sim::Faults { outage: Some(true), ..Default::default() });
+    let (id, cmd) = command("user.suspend", "c@example.com");
+    broker.send_json(&cmd).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!sim.user("c@example.com").unwrap().disabled);
+    sim.faults(sim::Faults { outage: Some(false), ..Default::default() });
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert!(sim.user("c@example.com").unwrap().disabled);
+
+    tap.expect_none(Duration::from_millis(300)).await;
+    assert!(broker.dead_letters(1, Duration::from_millis(200)).await.is_empty());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn retries_exhausted_fail_the_command_and_park_it() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[("down@example.com", false, false)]).await;
+    sim.faults(sim::Faults { outage: Some(true), ..Default::default() });
+    let (id, cmd) = command("user.suspend", "down@example.com");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, Duration::from_secs(30)).await;
+    assert_eq!(routing(&ev), "command.failed");
+    assert_eq!(data(&ev)["error"]["code"], "retries_exhausted");
+    assert_eq!(data(&ev)["error"]["retryable"], true);
+    // 2 attempts in process per round, 1 + 3 rounds.
+    assert_eq!(data(&ev)["attempts"], 8);
+    let parked = broker.dead_letters(1, T).await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(serde_json::from_slice::<Value>(&parked[0].body).unwrap(), cmd);
+    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("retries_exhausted"));
+    assert_eq!(
+        parked[0].header("x-lpc-original-queue"),
+        Some(format!("{}.suspend", broker.prefix()))
+    );
+    assert!(!sim.user("down@example.com").unwrap().disabled);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn an_auth_error_pauses_consumption_and_fails_no_command() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("p1@example.com", false, false),
+        ("p2@example.com", false, false),
+    ])
+    .await;
+    let good = sim.provhash();
+    sim.rotate("rotated-elsewhere");
+    let (id1, c1) = command("user.suspend", "p1@example.com");
+    let (id2, c2) = command("user.suspend", "p2@example.com");
+    broker.send_json(&c1).await;
+    broker.send_json(&c2).await;
+    // Nothing happens, nothing fails, while the credentials are refused.
+    tap.expect_none(Duration::from_secs(3)).await;
+    assert!(!sim.user("p1@example.com").unwrap().disabled);
+    // The credentials work again: the connector resumes on its own.
+    sim.rotate(&good);
+    for id in [&id1, &id2] {
+        let ev = tap.for_command(id, Duration::from_secs(40)).await;
+        assert_eq!(data(&ev)["outcome"], "applied");
+    }
+    assert!(sim.user("p2@example.com").unwrap().disabled);
+    assert!(broker.dead_letters(1, Duration::from_millis(200)).await.is_empty());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_invalid_message_is_rejected_and_parked() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[("ok@example.com", false, false)]).await;
+    let id = "0b4e28ba-2fa1-41d2-883f-0016d3cca427";
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("user.suspend", b"this is not json".to_vec(), "not_json"),
+        ("user.suspend", b"[1,2,3]".to_vec(), "not_an_object"),
+        ("user.suspend", json!({"type": "user.suspend", "user": {"email": "ok@example.com"}}).to_string().into_bytes(), "missing_field"),
+        ("user.suspend", json!({"command_id": 42, "type": "user.suspend", "user": {"email": "ok@example.com"}}).to_string().into_bytes(), "invalid_field"),
+        ("user.suspend", json!({"command_id": id, "type": "user.suspend", "user": {"email": "not an email"}}).to_string().into_bytes(), "invalid_email"),
+        ("user.provision", json!({"command_id": id, "type": "user.provision", "user": {"email": "ok@example.com"}}).to_string().into_bytes(), "missing_field"),
+        // A deprovision routed to the suspend queue must never delete anyone.
+        ("user.suspend", json!({"command_id": id, "type": "user.deprovision", "user": {"email": "ok@example.com"}}).to_string().into_bytes(), "wrong_queue"),
+        ("user.deprovision", json!({"command_id": id, "type": "user.explode", "user": {"email": "ok@example.com"}}).to_string().into_bytes(), "unknown_type"),
+        ("user.suspend", vec![b' '; 70 * 1024], "too_large"),
+    ];
+    for (rk, body, _) in &cases {
+        broker.send(rk, body).await;
+    }
+    let events = tap.take(cases.len(), T).await;
+    let mut codes: Vec<String> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(routing(e), "command.rejected");
+            assert_eq!(data(e)["outcome"], "rejected");
+            data(e)["error"]["code"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let mut want: Vec<String> = cases.iter().map(|c| c.2.to_string()).collect();
+    codes.sort();
+    want.sort();
+    assert_eq!(codes, want);
+    let parked = broker.dead_letters(cases.len(), T).await;
+    assert_eq!(parked.len(), cases.len(), "every invalid message is parked");
+    for p in &parked {
+        let code = p.header("x-lpc-error-code").unwrap();
+        let case = cases.iter().find(|c| c.1 == p.body).expect("parked body unchanged");
+        assert_eq!(code, case.2);
+    }
+    // The consumer keeps going, and nothing reached LastPass.
+    assert_eq!(sim.mutations("deluser"), 0);
+    let (id, cmd) = command("user.suspend", "ok@example.com");
+    broker.send_json(&cmd).await;
+    assert_eq!(data(&tap.for_command(&id, T).await)["outcome"], "applied");
+    running.stop().await;
+}
+
+fn close_connection_named(fragment: &str) -> bool {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties", "--silent"])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = false;
+    for line in text.lines().filter(|l| l.contains(fragment)) {
+        let pid = line.split_whitespace().next().unwrap();
+        let st = std::process::Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test: cut the connector's connection"])
+            .status()
+            .unwrap();
+        closed |= st.success();
+    }
+    closed
+}
+
+#[tokio::test]
+async fn a_cut_connection_loses_no_command() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
+    let n = 30;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        sim.add(&format!("cut{i}@example.com"), false, false);
+    }
+    sim.faults(sim::Faults { latency_ms: Some(30), ..Default::default() });
+    for i in 0..n {
+        let (id, cmd) = command("user.suspend", &format!("cut{i}@example.com"));
+        broker.send_json(&cmd).await;
+        ids.push(id);
+    }
+    // Let some commands complete, then cut the connector's own connection.
+    let early: Vec<String> = tap
+        .take(3, T)
+        .await
+        .iter()
+        .map(|e| data(e)["command_id"].as_str().unwrap().to_string())
+        .collect();
+    let name = format!("lastpass-connector {} pid", broker.prefix());
+    let mut cut = false;
+    for _ in 0..20 {
+        if close_connection_named(&name) {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut, "found and closed the connector's connection");
+    for i in 0..n {
+        assert!(
+            wait_until(Duration::from_secs(30), || sim
+                .user(&format!("cut{i}@example.com"))
+                .unwrap()
+                .disabled)
+            .await,
+            "cut{i} suspended"
+        );
+    }
+    for id in ids.iter().filter(|id| !early.contains(id)) {
+        tap.for_command(id, Duration::from_secs(30)).await;
+    }
+    assert_eq!(sim.mutations("deluser"), n, "every command acted exactly once");
+    running.stop().await;
+}
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}

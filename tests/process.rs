@@ -1,0 +1,133 @@
+//! The binary as an operator runs it: configuration errors exit 2 naming the value, and SIGTERM
+//! with commands in flight exits 0 in time and loses none.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::sim::{self, TestSim};
+use support::{Broker, Running, command, test_retry};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lastpass-connector"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "text");
+    c
+}
+
+fn run_expecting_exit_2(envs: &[(&str, &str)], names: &str) {
+    let out = bin()
+        .arg("run")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code for {envs:?}: {stderr}");
+    assert!(stderr.contains(names), "{names} named in: {stderr}");
+    assert!(!stderr.contains("s3cr3t-value"), "secret leaked: {stderr}");
+}
+
+#[test]
+fn a_missing_or_malformed_setting_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_str().unwrap();
+    let base = [
+        ("LASTPASS_PROVHASH", "s3cr3t-value"),
+        ("CONNECTOR_STATE_DIR", state),
+    ];
+    run_expecting_exit_2(&base, "LASTPASS_CID");
+    run_expecting_exit_2(&[("LASTPASS_CID", "123"), ("CONNECTOR_STATE_DIR", state)], "LASTPASS_PROVHASH");
+    let with = |k: &'static str, v: &'static str| {
+        let mut e = base.to_vec();
+        e.push(("LASTPASS_CID", "123"));
+        e.push((k, v));
+        e
+    };
+    run_expecting_exit_2(&with("CONNECTOR_CONCURRENCY", "lots"), "CONNECTOR_CONCURRENCY");
+    run_expecting_exit_2(&with("CONNECTOR_CONCURRENCY", "0"), "CONNECTOR_CONCURRENCY");
+    run_expecting_exit_2(&with("CONNECTOR_PREFIX", "has space"), "CONNECTOR_PREFIX");
+    run_expecting_exit_2(&with("CONNECTOR_LEDGER_RETENTION", "forever"), "CONNECTOR_LEDGER_RETENTION");
+    run_expecting_exit_2(&with("AMQP_URL", "http://wrong"), "AMQP_URL");
+    run_expecting_exit_2(&with("LASTPASS_PROVHASH_FILE", "/nonexistent/provhash"), "LASTPASS_PROVHASH_FILE");
+    let mut bad_cid = base.to_vec();
+    bad_cid.push(("LASTPASS_CID", "12ab"));
+    run_expecting_exit_2(&bad_cid, "LASTPASS_CID");
+}
+
+#[tokio::test]
+async fn sigterm_with_commands_in_flight_loses_none() {
+    let sim = TestSim::start().await;
+    let n = 16;
+    for i in 0..n {
+        sim.add(&format!("term{i}@example.com"), false, false);
+    }
+    // Slow LastPass, so commands are in flight when the signal comes.
+    sim.faults(sim::Faults { latency_ms: Some(300), ..Default::default() });
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (id, cmd) = command("user.suspend", &format!("term{i}@example.com"));
+        broker.send_json(&cmd).await;
+        ids.push(id);
+    }
+    let delays = test_retry()
+        .round_delays
+        .iter()
+        .map(|d| format!("{}ms", d.as_millis()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut child = bin()
+        .arg("run")
+        .env("LASTPASS_API_URL", sim.api_url())
+        .env("LASTPASS_CID", sim.cid())
+        .env("LASTPASS_PROVHASH", sim.provhash())
+        .env("CONNECTOR_PREFIX", broker.prefix())
+        .env("CONNECTOR_STATE_DIR", dir.path())
+        .env("CONNECTOR_CONCURRENCY", "4")
+        .env("CONNECTOR_RETRY_DELAYS", &delays)
+        .env("AMQP_URL", support::amqp_url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first results, then signal while others are in flight.
+    let early = tap.take(2, Duration::from_secs(20)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(30), "exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(status.success(), "exit 0 after SIGTERM, got {status:?}; log:\n{log}");
+    assert!(!log.contains(&sim.provhash()), "provhash leaked into the log");
+    let done_before = sim.mutations("deluser");
+    assert!(done_before < n, "the test signalled while commands were still waiting");
+
+    // A new instance picks up the rest; every command ends with exactly one effect.
+    sim.faults(sim::Faults { latency_ms: Some(0), ..Default::default() });
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let early_ids: Vec<&str> = early.iter().map(|e| e["data"]["command_id"].as_str().unwrap()).collect();
+    for id in ids.iter().filter(|id| !early_ids.contains(&id.as_str())) {
+        tap.for_command(id, Duration::from_secs(20)).await;
+    }
+    for i in 0..n {
+        assert!(sim.user(&format!("term{i}@example.com")).unwrap().disabled);
+    }
+    assert_eq!(sim.mutations("deluser"), n, "one deluser per command, none lost, none twice");
+    running.stop().await;
+}

@@ -1,0 +1,424 @@
+//! Shared test support: the real RabbitMQ under a random prefix, an event tap, the connector run
+//! in process, and cleanup that leaves nothing behind (even when a test panics).
+#![allow(dead_code)]
+
+#[path = "sim.rs"]
+pub mod sim;
+#[path = "schemas.rs"]
+pub mod schemas;
+
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lastpass_connector::amqp::{Names, TopologyOptions, declare_topology};
+use lastpass_connector::command::CommandType;
+use lastpass_connector::config::{Config, ProvhashSource};
+use lastpass_connector::lastpass::Provhash;
+use lastpass_connector::processor::RetryPolicy;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A fresh prefix, so tests run in parallel without seeing each other.
+pub fn random_prefix() -> String {
+    format!("t{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Retry settings short enough for tests: 2 attempts in process, then rounds of 0.4 s, 0.8 s,
+/// 1.6 s (about 3 s of budget).
+pub fn test_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        min_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+        round_delays: vec![
+            Duration::from_millis(400),
+            Duration::from_millis(800),
+            Duration::from_millis(1600),
+        ],
+    }
+}
+
+pub async fn connect() -> Connection {
+    match Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "RabbitMQ is not reachable at {} ({e}). These tests need the real broker: start it \
+             with `rabbitmq-server -detached && rabbitmqctl await_startup` (or \
+             `docker compose up -d rabbitmq`), or point AMQP_URL at one.",
+            amqp_url()
+        ),
+    }
+}
+
+/// The broker as a test sees it, under its own prefix.
+pub struct Broker {
+    pub conn: Connection,
+    pub ch: Channel,
+    pub names: Names,
+    pub options: TopologyOptions,
+}
+
+impl Broker {
+    /// Connects and declares the connector's topology under a fresh prefix.
+    pub async fn new(retry: &RetryPolicy) -> Broker {
+        let conn = connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let names = Names::new(&random_prefix());
+        let options = TopologyOptions {
+            delivery_limit: 20,
+            retry_delays: retry.round_delays.clone(),
+        };
+        declare_topology(&ch, &names, &options).await.unwrap();
+        Broker {
+            conn,
+            ch,
+            names,
+            options,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.names.prefix
+    }
+
+    /// A queue bound to every event of this prefix; every event read is checked against its
+    /// JSON Schema.
+    pub async fn tap(&self) -> Tap {
+        let ch = self.conn.create_channel().await.unwrap();
+        let q = format!("{}.tap.{}", self.names.prefix, Uuid::new_v4().simple());
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            q.as_str().into(),
+            self.names.events().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                "tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Tap {
+            _ch: ch,
+            consumer,
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Publishes a command body to `P.commands` with this routing key, persistent, confirmed.
+    pub async fn send(&self, routing_key: &str, body: &[u8]) {
+        self.send_with(routing_key, body, FieldTable::default()).await
+    }
+
+    pub async fn send_with(&self, routing_key: &str, body: &[u8], headers: FieldTable) {
+        let c = self
+            .ch
+            .basic_publish(
+                self.names.commands().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(c.is_ack() && c.take_message().is_none(), "command not routed");
+    }
+
+    /// Publishes a JSON command on the routing key named by its `type`.
+    pub async fn send_json(&self, command: &Value) {
+        let rk = command["type"].as_str().expect("command has a type").to_string();
+        self.send(&rk, command.to_string().as_bytes()).await
+    }
+
+    /// Reads up to `n` messages from `P.dead-letter`, waiting at most `timeout` for them.
+    pub async fn dead_letters(&self, n: usize, timeout: Duration) -> Vec<Parked> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < deadline {
+            match self
+                .ch
+                .basic_get(
+                    self.names.dead_letter().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await
+                .unwrap()
+            {
+                Some(m) => out.push(Parked {
+                    body: m.delivery.data.clone(),
+                    headers: m.delivery.properties.headers().clone().unwrap_or_default(),
+                }),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        out
+    }
+
+    /// Messages ready in a queue of this prefix.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let q = self
+            .ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        q.message_count()
+    }
+
+    /// A connector configuration against `api_url` under this prefix.
+    pub fn config(&self, sim: &sim::TestSim, state_dir: PathBuf, retry: RetryPolicy) -> Config {
+        Config {
+            amqp_url: amqp_url(),
+            api_url: sim.api_url(),
+            cid: sim.cid(),
+            provhash: ProvhashSource::Value(Provhash::new(sim.provhash())),
+            lastpass_timeout: Duration::from_secs(2),
+            prefix: self.names.prefix.clone(),
+            state_dir,
+            concurrency: 4,
+            ledger_retention: Duration::from_secs(3600),
+            retry,
+            delivery_limit: self.options.delivery_limit,
+            sync_interval: None,
+            sync_page_size: 100,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Drop for Broker {
+    /// Deletes every queue and exchange of this prefix, on a thread of its own so that it also
+    /// runs while a failed test unwinds.
+    fn drop(&mut self) {
+        let names = self.names.clone();
+        let delays = self.options.retry_delays.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                let Ok(ch) = conn.create_channel().await else {
+                    return;
+                };
+                let mut queues: Vec<String> = CommandType::ALL.iter().map(|t| names.queue(*t)).collect();
+                queues.push(names.dead_letter());
+                queues.push(names.unrouted());
+                let mut exchanges = vec![names.commands(), names.events(), names.unrouted()];
+                for d in delays {
+                    queues.push(names.retry(d));
+                    exchanges.push(names.retry(d));
+                }
+                for q in queues {
+                    let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+                }
+                for x in exchanges {
+                    let _ = ch
+                        .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "cleanup".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A message read from `P.dead-letter`.
+pub struct Parked {
+    pub body: Vec<u8>,
+    pub headers: FieldTable,
+}
+
+impl Parked {
+    pub fn header(&self, name: &str) -> Option<String> {
+        match self.headers.inner().get(name)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+}
+
+/// Reads events published under a prefix.
+pub struct Tap {
+    _ch: Channel,
+    consumer: lapin::Consumer,
+    buffer: VecDeque<Value>,
+}
+
+impl Tap {
+    async fn read(&mut self, deadline: Instant) -> Option<Value> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let d = tokio::time::timeout(left, self.consumer.next()).await.ok()??;
+        let d = d.expect("tap delivery");
+        let v: Value = serde_json::from_slice(&d.data).expect("event is JSON");
+        schemas::assert_event_valid(&v);
+        Some(v)
+    }
+
+    /// The next `n` events, or panics after `timeout`.
+    pub async fn take(&mut self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut out: Vec<Value> = Vec::new();
+        while out.len() < n {
+            if let Some(v) = self.buffer.pop_front() {
+                out.push(v);
+                continue;
+            }
+            match self.read(deadline).await {
+                Some(v) => out.push(v),
+                None => panic!("expected {n} events within {timeout:?}, got {}: {out:#?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// The event for this command id (other events are kept for later).
+    pub async fn for_command(&mut self, command_id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        if let Some(i) = self
+            .buffer
+            .iter()
+            .position(|v| v["data"]["command_id"] == command_id)
+        {
+            return self.buffer.remove(i).unwrap();
+        }
+        loop {
+            match self.read(deadline).await {
+                Some(v) if v["data"]["command_id"] == command_id => return v,
+                Some(v) => self.buffer.push_back(v),
+                None => panic!(
+                    "no event for command {command_id} within {timeout:?}; other events: {:#?}",
+                    self.buffer
+                ),
+            }
+        }
+    }
+
+    /// Asserts that no event arrives for `quiet`.
+    pub async fn expect_none(&mut self, quiet: Duration) {
+        if let Some(v) = self.buffer.pop_front() {
+            panic!("unexpected event: {v:#}");
+        }
+        if let Some(v) = self.read(Instant::now() + quiet).await {
+            panic!("unexpected event: {v:#}");
+        }
+    }
+}
+
+/// The connector, run in this process until stopped.
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn start(config: Config) -> Running {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            lastpass_connector::service::run(config, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("connector starts");
+        });
+        Running {
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits for the connector to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("connector stops within 30 s")
+            .expect("connector task did not panic");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn command(kind: &str, email: &str) -> (String, Value) {
+    let id = Uuid::new_v4().to_string();
+    let mut v = serde_json::json!({
+        "command_id": id, "type": kind, "user": {"email": email},
+        "correlation_id": format!("test-{kind}"), "requested_by": "tests",
+    });
+    if kind == "user.provision" {
+        v["user"]["first_name"] = "Jane".into();
+        v["user"]["last_name"] = "Doe".into();
+    }
+    (id, v)
+}
+
+/// Declares an exchange (for tests that need extra bindings).
+pub async fn declare_fanout(ch: &Channel, name: &str) {
+    ch.exchange_declare(
+        name.into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
