@@ -90,9 +90,7 @@ pub async fn look<L: LastPass>(
             format!("{email} exists in LastPass but is suspended; it is not re-enabled"),
             Some(AccountStatus::Suspended),
         )),
-        (Act::Create(_), Some(u)) => {
-            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
-        }
+        (Act::Create(_), Some(u)) => Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u)))),
         (Act::Suspend(_), None) => Plan::Done(failed(
             "user_not_found",
             format!("{email} is not a LastPass user"),
@@ -235,7 +233,10 @@ mod tests {
         let r = apply(&lp, &Action::Suspend(email("nobody@example.com")))
             .await
             .unwrap();
-        assert_eq!((r.outcome, code(&r)), (Outcome::Failed, Some("user_not_found")));
+        assert_eq!(
+            (r.outcome, code(&r)),
+            (Outcome::Failed, Some("user_not_found"))
+        );
         assert_eq!(r.account_status, None);
         assert_eq!(lp.mutations(), ["deluser 0 on@example.com"]);
     }
@@ -257,7 +258,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             (r.outcome, r.account_status, r.license_reclaimed),
-            (Outcome::AlreadyDone, Some(AccountStatus::Deprovisioned), false)
+            (
+                Outcome::AlreadyDone,
+                Some(AccountStatus::Deprovisioned),
+                false
+            )
         );
         assert_eq!(lp.mutations(), ["deluser 2 x@example.com"]);
     }
@@ -269,11 +274,19 @@ mod tests {
         let plan = look(&lp, &Action::Suspend(email("x@example.com")), true)
             .await
             .unwrap();
-        assert!(matches!(plan, Plan::Done(Resolution { outcome: Outcome::Applied, .. })));
+        assert!(matches!(
+            plan,
+            Plan::Done(Resolution {
+                outcome: Outcome::Applied,
+                ..
+            })
+        ));
         let plan = look(&lp, &Action::Deprovision(email("gone@example.com")), true)
             .await
             .unwrap();
-        let Plan::Done(r) = plan else { panic!("nothing to do") };
+        let Plan::Done(r) = plan else {
+            panic!("nothing to do")
+        };
         assert_eq!((r.outcome, r.license_reclaimed), (Outcome::Applied, true));
     }
 
@@ -281,13 +294,19 @@ mod tests {
     async fn races_between_look_and_act_resolve_sensibly() {
         let lp = FakeLastPass::new();
         // The user vanished between look and act.
-        let r = act(&lp, &Act::Suspend(email("gone@example.com"))).await.unwrap();
+        let r = act(&lp, &Act::Suspend(email("gone@example.com")))
+            .await
+            .unwrap();
         assert_eq!(code(&r), Some("user_not_found"));
-        let r = act(&lp, &Act::Delete(email("gone@example.com"))).await.unwrap();
+        let r = act(&lp, &Act::Delete(email("gone@example.com")))
+            .await
+            .unwrap();
         assert_eq!(r.outcome, Outcome::AlreadyDone);
         // Someone else disabled the user between look and act.
         lp.add("d@example.com", true, false, false);
-        let r = act(&lp, &Act::Suspend(email("d@example.com"))).await.unwrap();
+        let r = act(&lp, &Act::Suspend(email("d@example.com")))
+            .await
+            .unwrap();
         assert_eq!(r.outcome, Outcome::AlreadyDone);
     }
 
@@ -316,10 +335,17 @@ mod tests {
         let lp = FakeLastPass::new();
         // Look succeeds, batchadd is refused, the follow-up look finds nobody.
         lp.fail_next([]);
-        let plan = look(&lp, &provision("new@example.com"), false).await.unwrap();
-        let Plan::Act(a) = plan else { panic!("should act") };
+        let plan = look(&lp, &provision("new@example.com"), false)
+            .await
+            .unwrap();
+        let Plan::Act(a) = plan else {
+            panic!("should act")
+        };
         lp.fail_next([LastPassError::Rejected("quota".into())]);
         let r = act(&lp, &a).await.unwrap();
-        assert_eq!((r.outcome, code(&r)), (Outcome::Failed, Some("lastpass_rejected")));
+        assert_eq!(
+            (r.outcome, code(&r)),
+            (Outcome::Failed, Some("lastpass_rejected"))
+        );
     }
 }

@@ -172,8 +172,9 @@ type Invalid = (RejectCode, String);
 fn parse_object(obj: &Map<String, Value>, queue_type: CommandType) -> Result<Command, Invalid> {
     let command_id = match obj.get("command_id") {
         None | Some(Value::Null) => return Err(missing("command_id")),
-        Some(Value::String(s)) => Uuid::parse_str(s)
-            .map_err(|_| invalid("command_id", "must be a UUID".to_string()))?,
+        Some(Value::String(s)) => {
+            Uuid::parse_str(s).map_err(|_| invalid("command_id", "must be a UUID".to_string()))?
+        }
         Some(_) => return Err(invalid("command_id", "must be a string".into())),
     };
     let type_str = match obj.get("type") {
@@ -363,7 +364,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.meta.command_id.to_string(), ID);
-        assert_eq!(c.meta.correlation_id.as_deref(), Some("offboarding-run-8812"));
+        assert_eq!(
+            c.meta.correlation_id.as_deref(),
+            Some("offboarding-run-8812")
+        );
         let Action::Provision(u) = &c.action else {
             panic!("not a provision")
         };
@@ -385,7 +389,11 @@ mod tests {
             assert_eq!(c.command_type(), q);
             assert_eq!(c.email().unwrap().as_str(), "a@b.co");
         }
-        let c = parse(json!({"command_id": ID, "type": "users.sync"}), CommandType::Sync).unwrap();
+        let c = parse(
+            json!({"command_id": ID, "type": "users.sync"}),
+            CommandType::Sync,
+        )
+        .unwrap();
         assert_eq!(c.action, Action::Sync);
     }
 
@@ -405,32 +413,73 @@ mod tests {
             RejectCode::TooLarge
         );
         let cases = [
-            (json!({"type": "user.suspend", "user": {"email": "a@b.co"}}), RejectCode::MissingField),
-            (json!({"command_id": 5, "type": "user.suspend", "user": {"email": "a@b.co"}}), RejectCode::InvalidField),
-            (json!({"command_id": "nope", "type": "user.suspend", "user": {"email": "a@b.co"}}), RejectCode::InvalidField),
-            (json!({"command_id": ID, "user": {"email": "a@b.co"}}), RejectCode::MissingField),
-            (json!({"command_id": ID, "type": "user.explode", "user": {"email": "a@b.co"}}), RejectCode::UnknownType),
-            (json!({"command_id": ID, "type": "user.deprovision", "user": {"email": "a@b.co"}}), RejectCode::WrongQueue),
-            (json!({"command_id": ID, "type": "user.suspend"}), RejectCode::MissingField),
-            (json!({"command_id": ID, "type": "user.suspend", "user": "a@b.co"}), RejectCode::InvalidField),
-            (json!({"command_id": ID, "type": "user.suspend", "user": {}}), RejectCode::MissingField),
-            (json!({"command_id": ID, "type": "user.suspend", "user": {"email": 7}}), RejectCode::InvalidField),
-            (json!({"command_id": ID, "type": "user.suspend", "user": {"email": "not-an-email"}}), RejectCode::InvalidEmail),
-            (json!({"command_id": ID, "type": "user.suspend", "user": {"email": "a@b.co"}, "correlation_id": 9}), RejectCode::InvalidField),
-            (json!({"command_id": ID, "type": "user.suspend", "user": {"email": "a@b.co"}, "requested_at": "yesterday"}), RejectCode::InvalidField),
+            (
+                json!({"type": "user.suspend", "user": {"email": "a@b.co"}}),
+                RejectCode::MissingField,
+            ),
+            (
+                json!({"command_id": 5, "type": "user.suspend", "user": {"email": "a@b.co"}}),
+                RejectCode::InvalidField,
+            ),
+            (
+                json!({"command_id": "nope", "type": "user.suspend", "user": {"email": "a@b.co"}}),
+                RejectCode::InvalidField,
+            ),
+            (
+                json!({"command_id": ID, "user": {"email": "a@b.co"}}),
+                RejectCode::MissingField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.explode", "user": {"email": "a@b.co"}}),
+                RejectCode::UnknownType,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.deprovision", "user": {"email": "a@b.co"}}),
+                RejectCode::WrongQueue,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend"}),
+                RejectCode::MissingField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": "a@b.co"}),
+                RejectCode::InvalidField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": {}}),
+                RejectCode::MissingField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": {"email": 7}}),
+                RejectCode::InvalidField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": {"email": "not-an-email"}}),
+                RejectCode::InvalidEmail,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": {"email": "a@b.co"}, "correlation_id": 9}),
+                RejectCode::InvalidField,
+            ),
+            (
+                json!({"command_id": ID, "type": "user.suspend", "user": {"email": "a@b.co"}, "requested_at": "yesterday"}),
+                RejectCode::InvalidField,
+            ),
         ];
         for (v, want) in cases {
-            assert_eq!(
-                code(&serde_json::to_vec(&v).unwrap(), s),
-                want,
-                "for {v}"
-            );
+            assert_eq!(code(&serde_json::to_vec(&v).unwrap(), s), want, "for {v}");
         }
         let p = CommandType::Provision;
         let no_last = json!({"command_id": ID, "type": "user.provision", "user": {"email": "a@b.co", "first_name": "A"}});
-        assert_eq!(code(&serde_json::to_vec(&no_last).unwrap(), p), RejectCode::MissingField);
+        assert_eq!(
+            code(&serde_json::to_vec(&no_last).unwrap(), p),
+            RejectCode::MissingField
+        );
         let blank = json!({"command_id": ID, "type": "user.provision", "user": {"email": "a@b.co", "first_name": " ", "last_name": "B"}});
-        assert_eq!(code(&serde_json::to_vec(&blank).unwrap(), p), RejectCode::InvalidField);
+        assert_eq!(
+            code(&serde_json::to_vec(&blank).unwrap(), p),
+            RejectCode::InvalidField
+        );
     }
 
     #[test]

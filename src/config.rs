@@ -21,10 +21,19 @@ pub struct RunArgs {
     #[arg(long, env = "LASTPASS_CID", value_name = "LASTPASS_CID")]
     pub lastpass_cid: Option<String>,
     /// LastPass API secret (provhash). Prefer LASTPASS_PROVHASH_FILE.
-    #[arg(long, env = "LASTPASS_PROVHASH", value_name = "LASTPASS_PROVHASH", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LASTPASS_PROVHASH",
+        value_name = "LASTPASS_PROVHASH",
+        hide_env_values = true
+    )]
     pub lastpass_provhash: Option<String>,
     /// A file holding the provhash; re-read when LastPass refuses the credentials.
-    #[arg(long, env = "LASTPASS_PROVHASH_FILE", value_name = "LASTPASS_PROVHASH_FILE")]
+    #[arg(
+        long,
+        env = "LASTPASS_PROVHASH_FILE",
+        value_name = "LASTPASS_PROVHASH_FILE"
+    )]
     pub lastpass_provhash_file: Option<PathBuf>,
     /// Timeout of each LastPass call.
     #[arg(long, env = "LASTPASS_TIMEOUT", value_name = "LASTPASS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -33,7 +42,12 @@ pub struct RunArgs {
     #[arg(long, env = "CONNECTOR_PREFIX", value_name = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
     pub prefix: String,
     /// Where the embedded state (ledger, sync snapshot) lives.
-    #[arg(long, env = "CONNECTOR_STATE_DIR", value_name = "CONNECTOR_STATE_DIR", default_value = "./state")]
+    #[arg(
+        long,
+        env = "CONNECTOR_STATE_DIR",
+        value_name = "CONNECTOR_STATE_DIR",
+        default_value = "./state"
+    )]
     pub state_dir: PathBuf,
     /// How many commands are applied at once.
     #[arg(long, env = "CONNECTOR_CONCURRENCY", value_name = "CONNECTOR_CONCURRENCY", default_value_t = 8,
@@ -211,8 +225,7 @@ impl Config {
 fn parse_prefix(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 200
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(s.to_string())
@@ -235,7 +248,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(format!("{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d")),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d"
+            ));
+        }
     };
     Ok(Duration::from_millis(ms))
 }

@@ -230,7 +230,7 @@ impl EventFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{CommandType, Command};
+    use crate::command::{Command, CommandType};
     use serde_json::{Value, json};
 
     fn suspend() -> Command {
@@ -250,7 +250,14 @@ mod tests {
             error: None,
         };
         let a = f.command_result(&suspend(), &r, 1);
-        let again = f.command_result(&suspend(), &Resolution { outcome: Outcome::AlreadyDone, ..r.clone() }, 2);
+        let again = f.command_result(
+            &suspend(),
+            &Resolution {
+                outcome: Outcome::AlreadyDone,
+                ..r.clone()
+            },
+            2,
+        );
         assert_eq!(a.id, again.id, "a redelivery yields the same id");
         assert_eq!(a.routing_key, "user.suspended");
         let v: Value = serde_json::from_str(&a.body).unwrap();

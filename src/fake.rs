@@ -148,7 +148,8 @@ impl LastPass for FakeLastPass {
                 DelUserOutcome::Done
             }
         };
-        s.mutations.push(format!("deluser {} {email}", action as u8));
+        s.mutations
+            .push(format!("deluser {} {email}", action as u8));
         Ok(outcome)
     }
 

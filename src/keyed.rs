@@ -41,9 +41,8 @@ impl Sequencer {
     pub fn enter(&mut self, key: &str) -> Turn {
         if self.tails.len() > 1024 {
             // Forget lines whose last item has finished.
-            self.tails.retain(|_, rx| {
-                matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-            });
+            self.tails
+                .retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         }
         let (done, rx) = oneshot::channel();
         let previous = self.tails.insert(key.to_string(), rx);

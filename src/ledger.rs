@@ -16,6 +16,9 @@ const INTENTS: TableDefinition<&str, i64> = TableDefinition::new("intents");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const STAGING: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_staging");
 
+/// Page cache of the store.
+const CACHE_BYTES: usize = 1 << 20;
+
 /// The file name inside the state directory.
 pub const FILE_NAME: &str = "ledger.redb";
 
@@ -57,7 +60,11 @@ impl Ledger {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        // A small page cache: the store's memory stays bounded however large the snapshot grows.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(COMPLETED).map_err(err)?;
         tx.open_table(INTENTS).map_err(err)?;
@@ -239,7 +246,10 @@ impl Ledger {
             let mut out = Vec::new();
             let rows = match &after {
                 Some(a) => snap
-                    .range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded))
+                    .range::<&str>((
+                        std::ops::Bound::Excluded(a.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .map_err(err)?,
                 None => snap.iter().map_err(err)?,
             };
@@ -294,7 +304,10 @@ mod tests {
             l.record_intent(id).await.unwrap();
             assert!(l.had_intent(id).await.unwrap());
             l.complete(id, &event(id)).await.unwrap();
-            assert!(!l.had_intent(id).await.unwrap(), "completion clears the intent");
+            assert!(
+                !l.had_intent(id).await.unwrap(),
+                "completion clears the intent"
+            );
         }
         let l = Ledger::open(dir.path(), Duration::from_secs(3600)).unwrap();
         assert_eq!(l.completed(id).await.unwrap(), Some(event(id)));
@@ -328,9 +341,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path(), Duration::from_secs(60)).unwrap();
         l.begin_staging().await.unwrap();
-        l.stage(vec![("1".into(), entry("a@x.io")), ("2".into(), entry("b@x.io"))])
-            .await
-            .unwrap();
+        l.stage(vec![
+            ("1".into(), entry("a@x.io")),
+            ("2".into(), entry("b@x.io")),
+        ])
+        .await
+        .unwrap();
         l.commit_staging().await.unwrap();
         assert_eq!(l.snapshot_len().await.unwrap(), 2);
 

@@ -18,18 +18,18 @@
 //! - A completed command (by `command_id`) is recorded in the [`ledger`] and never applied again.
 //! - The provhash never appears in `Debug`, `Display`, logs, errors or events.
 
-pub mod email;
-pub mod lastpass;
-pub mod simulator;
-pub mod status;
+pub mod amqp;
 pub mod apply;
 pub mod command;
+pub mod config;
+pub mod email;
 pub mod event;
 pub mod fake;
-pub mod ledger;
 pub mod keyed;
+pub mod lastpass;
+pub mod ledger;
 pub mod processor;
-pub mod sync;
-pub mod amqp;
-pub mod config;
 pub mod service;
+pub mod simulator;
+pub mod status;
+pub mod sync;

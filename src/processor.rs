@@ -72,7 +72,8 @@ impl Gate {
         *self.0.borrow()
     }
     fn set(&self, open: bool) {
-        self.0.send_if_modified(|v| std::mem::replace(v, open) != open);
+        self.0
+            .send_if_modified(|v| std::mem::replace(v, open) != open);
     }
     /// Resolves when the gate is open.
     pub async fn opened(&self) {
@@ -95,8 +96,15 @@ pub struct Incoming {
 
 /// A parsed delivery, ready to be sequenced and processed.
 pub enum Prepared {
-    Invalid { rejection: Rejection, body: Vec<u8> },
-    Valid { command: Command, round: u32, attempts: u32 },
+    Invalid {
+        rejection: Rejection,
+        body: Vec<u8>,
+    },
+    Valid {
+        command: Command,
+        round: u32,
+        attempts: u32,
+    },
 }
 
 impl Prepared {
@@ -142,7 +150,11 @@ pub enum Disposition {
     },
     /// Publish a copy of the original to the retry queue for round `round` (1-based), carrying
     /// `attempts`, then ack.
-    RetryLater { round: u32, attempts: u32, delay: Duration },
+    RetryLater {
+        round: u32,
+        attempts: u32,
+        delay: Duration,
+    },
     /// Give the delivery back (nack with requeue): shutting down, or the local store failed.
     Abandon,
 }
@@ -208,7 +220,10 @@ impl<L: LastPass> Processor<L> {
         let id = command.meta.command_id;
         match self.ledger.completed(id).await {
             Ok(Some(event)) => {
-                info!(outcome = "repeat", "command already completed; repeating its event");
+                info!(
+                    outcome = "repeat",
+                    "command already completed; repeating its event"
+                );
                 return disposition_for(event);
             }
             Ok(None) => {}
@@ -230,7 +245,9 @@ impl<L: LastPass> Processor<L> {
         let attempts = AtomicU32::new(prior_attempts);
         let mut auth_failures = 0u32;
         loop {
-            let result = self.attempt_with_backoff(&command, acted_before, &attempts).await;
+            let result = self
+                .attempt_with_backoff(&command, acted_before, &attempts)
+                .await;
             match result {
                 Ok(resolution) => {
                     self.gate.set(true);
@@ -330,9 +347,13 @@ impl<L: LastPass> Processor<L> {
         let acted = std::sync::atomic::AtomicBool::new(acted_before);
         let once = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            let plan = apply::look(&*self.lastpass, &command.action, acted.load(Ordering::Relaxed))
-                .await
-                .map_err(StepError::LastPass)?;
+            let plan = apply::look(
+                &*self.lastpass,
+                &command.action,
+                acted.load(Ordering::Relaxed),
+            )
+            .await
+            .map_err(StepError::LastPass)?;
             match plan {
                 Plan::Done(r) => Ok(r),
                 Plan::Act(act) => {
@@ -365,7 +386,9 @@ impl<L: LastPass> Processor<L> {
                 matches!(e, StepError::LastPass(e) if e.is_transient()) && !*self.shutdown.borrow()
             })
             .adjust(|e, d| match (e, d) {
-                (StepError::LastPass(e), Some(d)) => Some(e.retry_after().map_or(d, |ra| ra.max(d))),
+                (StepError::LastPass(e), Some(d)) => {
+                    Some(e.retry_after().map_or(d, |ra| ra.max(d)))
+                }
                 (_, d) => d,
             })
             .notify(|e, d| {
@@ -390,7 +413,11 @@ impl<L: LastPass> Processor<L> {
         .await;
         match result {
             Ok(completed) => {
-                if let Err(e) = self.ledger.complete(command.meta.command_id, &completed).await {
+                if let Err(e) = self
+                    .ledger
+                    .complete(command.meta.command_id, &completed)
+                    .await
+                {
                     error!(error = %e, "cannot record the completed sync; giving it back");
                     return Disposition::Abandon;
                 }

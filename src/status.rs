@@ -43,9 +43,14 @@ impl AccountStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Suspended, Self::Staged, Self::Deprovisioned]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Active,
+            Self::Suspended,
+            Self::Staged,
+            Self::Deprovisioned,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -91,15 +96,30 @@ mod tests {
 
     #[test]
     fn every_row_of_the_capability_table() {
-        assert_eq!(AccountStatus::of(&user(false, false, false)), AccountStatus::Active);
-        assert_eq!(AccountStatus::of(&user(true, false, false)), AccountStatus::Suspended);
-        assert_eq!(AccountStatus::of(&user(false, true, false)), AccountStatus::Staged);
+        assert_eq!(
+            AccountStatus::of(&user(false, false, false)),
+            AccountStatus::Active
+        );
+        assert_eq!(
+            AccountStatus::of(&user(true, false, false)),
+            AccountStatus::Suspended
+        );
+        assert_eq!(
+            AccountStatus::of(&user(false, true, false)),
+            AccountStatus::Staged
+        );
     }
 
     #[test]
     fn disabled_wins_over_never_logged_in() {
-        assert_eq!(AccountStatus::of(&user(true, true, false)), AccountStatus::Suspended);
-        assert_eq!(AccountStatus::of(&user(true, true, true)), AccountStatus::Suspended);
+        assert_eq!(
+            AccountStatus::of(&user(true, true, false)),
+            AccountStatus::Suspended
+        );
+        assert_eq!(
+            AccountStatus::of(&user(true, true, true)),
+            AccountStatus::Suspended
+        );
     }
 
     #[test]

@@ -154,7 +154,10 @@ pub async fn run<L: LastPass, S: EventSink>(
     }
     let count = |done: &mut CompletedData, user: &User| {
         done.total += 1;
-        *done.counts.entry(AccountStatus::of(user).as_str()).or_default() += 1;
+        *done
+            .counts
+            .entry(AccountStatus::of(user).as_str())
+            .or_default() += 1;
         done.admins += u64::from(user.admin);
     };
 
@@ -224,7 +227,10 @@ pub async fn run<L: LastPass, S: EventSink>(
             };
             match still_there {
                 Some(user) => {
-                    info!(uid, "account skipped by paging found by lookup; not deprovisioned");
+                    info!(
+                        uid,
+                        "account skipped by paging found by lookup; not deprovisioned"
+                    );
                     count(&mut done, &user);
                     batch.push(synced_event(events, meta, &user));
                     staged.push((
@@ -359,8 +365,14 @@ mod tests {
         lp.update("u3@x.io", |u| u.disabled = true);
         // A sync that fails part-way marks nobody deprovisioned and keeps the snapshot.
         lp.fail_next([
-            LastPassError::Transient { reason: "x".into(), retry_after: None },
-            LastPassError::Transient { reason: "x".into(), retry_after: None },
+            LastPassError::Transient {
+                reason: "x".into(),
+                retry_after: None,
+            },
+            LastPassError::Transient {
+                reason: "x".into(),
+                retry_after: None,
+            },
         ]);
         assert!(sync(&lp, &ledger).await.is_err());
         assert_eq!(ledger.snapshot_len().await.unwrap(), 8);
@@ -370,7 +382,10 @@ mod tests {
         assert_eq!(status_of(&events, "u1@x.io"), "Deprovisioned");
         assert_eq!(status_of(&events, "u3@x.io"), "Suspended");
         assert_eq!(status_of(&events, "renamed@x.io"), "Active");
-        assert!(!events.iter().any(|e| e["subject"] == "u2@x.io"), "a rename is not a deprovision");
+        assert!(
+            !events.iter().any(|e| e["subject"] == "u2@x.io"),
+            "a rename is not a deprovision"
+        );
         assert_eq!(done["data"]["deprovisioned"], 2);
         assert_eq!(done["data"]["total"], 6);
         assert_eq!(ledger.snapshot_len().await.unwrap(), 6);
@@ -378,7 +393,11 @@ mod tests {
         // The next sync does not report them again.
         let (events, done) = sync(&lp, &ledger).await.unwrap();
         assert_eq!(done["data"]["deprovisioned"], 0);
-        assert!(events.iter().all(|e| e["data"]["account_status"] != "Deprovisioned"));
+        assert!(
+            events
+                .iter()
+                .all(|e| e["data"]["account_status"] != "Deprovisioned")
+        );
     }
 
     #[tokio::test]
@@ -389,6 +408,9 @@ mod tests {
         let m = meta();
         let u = lp.get("a@x.io").unwrap();
         assert_eq!(synced_event(&f, &m, &u).id, synced_event(&f, &m, &u).id);
-        assert_ne!(synced_event(&f, &m, &u).id, synced_event(&f, &meta(), &u).id);
+        assert_ne!(
+            synced_event(&f, &m, &u).id,
+            synced_event(&f, &meta(), &u).id
+        );
     }
 }

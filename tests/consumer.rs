@@ -12,7 +12,9 @@ use support::{Broker, Running, command, test_retry};
 
 const T: Duration = Duration::from_secs(15);
 
-async fn setup(users: &[(&str, bool, bool)]) -> (Broker, TestSim, Running, support::Tap, tempfile::TempDir) {
+async fn setup(
+    users: &[(&str, bool, bool)],
+) -> (Broker, TestSim, Running, support::Tap, tempfile::TempDir) {
     let sim = TestSim::start().await;
     for (email, disabled, never) in users {
         sim.add(email, *disabled, *never);
@@ -76,8 +78,14 @@ async fn provision_rows_of_the_semantics_table() {
     assert_eq!(data(&ev)["account_status"], "Suspended");
     let parked = broker.dead_letters(1, T).await;
     assert_eq!(parked.len(), 1);
-    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("account_suspended"));
-    assert_eq!(serde_json::from_slice::<Value>(&parked[0].body).unwrap(), cmd);
+    assert_eq!(
+        parked[0].header("x-lpc-error-code").as_deref(),
+        Some("account_suspended")
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&parked[0].body).unwrap(),
+        cmd
+    );
 
     assert_eq!(sim.mutations("batchadd"), 1, "exactly one batchadd");
     assert!(!sim.user("suspended@example.com").unwrap().admin);
@@ -99,7 +107,10 @@ async fn suspend_rows_of_the_semantics_table() {
     assert_eq!(data(&ev)["outcome"], "applied");
     assert_eq!(data(&ev)["account_status"], "Suspended");
     assert_eq!(data(&ev)["license_reclaimed"], false);
-    assert!(sim.user("enabled@example.com").unwrap().disabled, "login blocked");
+    assert!(
+        sim.user("enabled@example.com").unwrap().disabled,
+        "login blocked"
+    );
 
     let (id, cmd) = command("user.suspend", "disabled@example.com");
     broker.send_json(&cmd).await;
@@ -116,16 +127,26 @@ async fn suspend_rows_of_the_semantics_table() {
     assert_eq!(data(&ev)["error"]["retryable"], false);
     assert_eq!(data(&ev)["account_status"], Value::Null);
     let parked = broker.dead_letters(1, T).await;
-    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("user_not_found"));
+    assert_eq!(
+        parked[0].header("x-lpc-error-code").as_deref(),
+        Some("user_not_found")
+    );
 
-    assert_eq!(sim.mutations("deluser"), 1, "one deluser, for the enabled user only");
+    assert_eq!(
+        sim.mutations("deluser"),
+        1,
+        "one deluser, for the enabled user only"
+    );
     running.stop().await;
 }
 
 #[tokio::test]
 async fn deprovision_rows_of_the_semantics_table() {
-    let (broker, sim, running, mut tap, _dir) =
-        setup(&[("leaver@example.com", false, false), ("off@example.com", true, false)]).await;
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("leaver@example.com", false, false),
+        ("off@example.com", true, false),
+    ])
+    .await;
 
     for email in ["leaver@example.com", "off@example.com"] {
         let (id, cmd) = command("user.deprovision", email);
@@ -146,7 +167,11 @@ async fn deprovision_rows_of_the_semantics_table() {
     assert_eq!(data(&ev)["account_status"], "Deprovisioned");
     assert_eq!(data(&ev)["license_reclaimed"], false);
     assert_eq!(sim.mutations("deluser"), 2);
-    assert!(sim.calls().iter().all(|c| c.cmd != "deluser" || c.data["deleteaction"] == 2));
+    assert!(
+        sim.calls()
+            .iter()
+            .all(|c| c.cmd != "deluser" || c.data["deleteaction"] == 2)
+    );
     running.stop().await;
 }
 
@@ -166,7 +191,8 @@ async fn a_duplicate_changes_lastpass_once_and_repeats_the_same_event() {
 
 #[tokio::test]
 async fn a_late_redelivery_never_deletes_a_new_account_with_the_same_email() {
-    let (broker, sim, running, mut tap, _dir) = setup(&[("reused@example.com", false, false)]).await;
+    let (broker, sim, running, mut tap, _dir) =
+        setup(&[("reused@example.com", false, false)]).await;
     // X: deprovision the old account.
     let (x, deprovision) = command("user.deprovision", "reused@example.com");
     broker.send_json(&deprovision).await;
@@ -181,8 +207,14 @@ async fn a_late_redelivery_never_deletes_a_new_account_with_the_same_email() {
     broker.send_json(&deprovision).await;
     let again = tap.for_command(&x, T).await;
     assert_eq!(again["id"], first["id"]);
-    assert_eq!(data(&again)["outcome"], "applied", "the original outcome is repeated");
-    let still = sim.user("reused@example.com").expect("the new account survives");
+    assert_eq!(
+        data(&again)["outcome"],
+        "applied",
+        "the original outcome is repeated"
+    );
+    let still = sim
+        .user("reused@example.com")
+        .expect("the new account survives");
     assert_eq!(still.uid, new_uid);
     assert_eq!(sim.mutations("deluser"), 1);
     running.stop().await;
@@ -215,7 +247,10 @@ async fn the_ledger_survives_a_restart() {
 #[tokio::test]
 async fn commands_for_one_email_apply_in_arrival_order() {
     let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
-    sim.faults(sim::Faults { latency_ms: Some(50), ..Default::default() });
+    sim.faults(sim::Faults {
+        latency_ms: Some(50),
+        ..Default::default()
+    });
     let (p, provision) = command("user.provision", "order@example.com");
     let (s, suspend) = command("user.suspend", "order@example.com");
     let (d, deprovision) = command("user.deprovision", "order@example.com");
@@ -247,7 +282,10 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     .await;
 
     // 503s: more than the in-process attempts, so a delayed redelivery happens too.
-    sim.faults(sim::Faults { fail_next: Some(3), ..Default::default() });
+    sim.faults(sim::Faults {
+        fail_next: Some(3),
+        ..Default::default()
+    });
     let (id, cmd) = command("user.suspend", "a@example.com");
     broker.send_json(&cmd).await;
     let ev = tap.for_command(&id, T).await;
@@ -265,28 +303,45 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     broker.send_json(&cmd).await;
     let ev = tap.for_command(&id, T).await;
     assert_eq!(data(&ev)["outcome"], "applied");
-    assert!(started.elapsed() >= Duration::from_millis(900), "Retry-After honoured");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After honoured"
+    );
 
     // An outage shorter than the retry budget.
-    sim.faults(sim::Faults { outage: Some(true), ..Default::default() });
+    sim.faults(sim::Faults {
+        outage: Some(true),
+        ..Default::default()
+    });
     let (id, cmd) = command("user.suspend", "c@example.com");
     broker.send_json(&cmd).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!sim.user("c@example.com").unwrap().disabled);
-    sim.faults(sim::Faults { outage: Some(false), ..Default::default() });
+    sim.faults(sim::Faults {
+        outage: Some(false),
+        ..Default::default()
+    });
     let ev = tap.for_command(&id, T).await;
     assert_eq!(data(&ev)["outcome"], "applied");
     assert!(sim.user("c@example.com").unwrap().disabled);
 
     tap.expect_none(Duration::from_millis(300)).await;
-    assert!(broker.dead_letters(1, Duration::from_millis(200)).await.is_empty());
+    assert!(
+        broker
+            .dead_letters(1, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
     running.stop().await;
 }
 
 #[tokio::test]
 async fn retries_exhausted_fail_the_command_and_park_it() {
     let (broker, sim, running, mut tap, _dir) = setup(&[("down@example.com", false, false)]).await;
-    sim.faults(sim::Faults { outage: Some(true), ..Default::default() });
+    sim.faults(sim::Faults {
+        outage: Some(true),
+        ..Default::default()
+    });
     let (id, cmd) = command("user.suspend", "down@example.com");
     broker.send_json(&cmd).await;
     let ev = tap.for_command(&id, Duration::from_secs(30)).await;
@@ -297,8 +352,14 @@ async fn retries_exhausted_fail_the_command_and_park_it() {
     assert_eq!(data(&ev)["attempts"], 8);
     let parked = broker.dead_letters(1, T).await;
     assert_eq!(parked.len(), 1);
-    assert_eq!(serde_json::from_slice::<Value>(&parked[0].body).unwrap(), cmd);
-    assert_eq!(parked[0].header("x-lpc-error-code").as_deref(), Some("retries_exhausted"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&parked[0].body).unwrap(),
+        cmd
+    );
+    assert_eq!(
+        parked[0].header("x-lpc-error-code").as_deref(),
+        Some("retries_exhausted")
+    );
     assert_eq!(
         parked[0].header("x-lpc-original-queue"),
         Some(format!("{}.suspend", broker.prefix()))
@@ -330,7 +391,12 @@ async fn an_auth_error_pauses_consumption_and_fails_no_command() {
         assert_eq!(data(&ev)["outcome"], "applied");
     }
     assert!(sim.user("p2@example.com").unwrap().disabled);
-    assert!(broker.dead_letters(1, Duration::from_millis(200)).await.is_empty());
+    assert!(
+        broker
+            .dead_letters(1, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
     running.stop().await;
 }
 
@@ -370,7 +436,10 @@ async fn every_kind_of_invalid_message_is_rejected_and_parked() {
     assert_eq!(parked.len(), cases.len(), "every invalid message is parked");
     for p in &parked {
         let code = p.header("x-lpc-error-code").unwrap();
-        let case = cases.iter().find(|c| c.1 == p.body).expect("parked body unchanged");
+        let case = cases
+            .iter()
+            .find(|c| c.1 == p.body)
+            .expect("parked body unchanged");
         assert_eq!(code, case.2);
     }
     // The consumer keeps going, and nothing reached LastPass.
@@ -391,7 +460,11 @@ fn close_connection_named(fragment: &str) -> bool {
     for line in text.lines().filter(|l| l.contains(fragment)) {
         let pid = line.split_whitespace().next().unwrap();
         let st = std::process::Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: cut the connector's connection"])
+            .args([
+                "close_connection",
+                pid,
+                "test: cut the connector's connection",
+            ])
             .status()
             .unwrap();
         closed |= st.success();
@@ -407,7 +480,10 @@ async fn a_cut_connection_loses_no_command() {
     for i in 0..n {
         sim.add(&format!("cut{i}@example.com"), false, false);
     }
-    sim.faults(sim::Faults { latency_ms: Some(30), ..Default::default() });
+    sim.faults(sim::Faults {
+        latency_ms: Some(30),
+        ..Default::default()
+    });
     for i in 0..n {
         let (id, cmd) = command("user.suspend", &format!("cut{i}@example.com"));
         broker.send_json(&cmd).await;
@@ -443,7 +519,11 @@ async fn a_cut_connection_loses_no_command() {
     for id in ids.iter().filter(|id| !early.contains(id)) {
         tap.for_command(id, Duration::from_secs(30)).await;
     }
-    assert_eq!(sim.mutations("deluser"), n, "every command acted exactly once");
+    assert_eq!(
+        sim.mutations("deluser"),
+        n,
+        "every command acted exactly once"
+    );
     running.stop().await;
 }
 

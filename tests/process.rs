@@ -24,7 +24,11 @@ fn run_expecting_exit_2(envs: &[(&str, &str)], names: &str) {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "exit code for {envs:?}: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for {envs:?}: {stderr}"
+    );
     assert!(stderr.contains(names), "{names} named in: {stderr}");
     assert!(!stderr.contains("s3cr3t-value"), "secret leaked: {stderr}");
 }
@@ -38,19 +42,31 @@ fn a_missing_or_malformed_setting_exits_2_naming_it() {
         ("CONNECTOR_STATE_DIR", state),
     ];
     run_expecting_exit_2(&base, "LASTPASS_CID");
-    run_expecting_exit_2(&[("LASTPASS_CID", "123"), ("CONNECTOR_STATE_DIR", state)], "LASTPASS_PROVHASH");
+    run_expecting_exit_2(
+        &[("LASTPASS_CID", "123"), ("CONNECTOR_STATE_DIR", state)],
+        "LASTPASS_PROVHASH",
+    );
     let with = |k: &'static str, v: &'static str| {
         let mut e = base.to_vec();
         e.push(("LASTPASS_CID", "123"));
         e.push((k, v));
         e
     };
-    run_expecting_exit_2(&with("CONNECTOR_CONCURRENCY", "lots"), "CONNECTOR_CONCURRENCY");
+    run_expecting_exit_2(
+        &with("CONNECTOR_CONCURRENCY", "lots"),
+        "CONNECTOR_CONCURRENCY",
+    );
     run_expecting_exit_2(&with("CONNECTOR_CONCURRENCY", "0"), "CONNECTOR_CONCURRENCY");
     run_expecting_exit_2(&with("CONNECTOR_PREFIX", "has space"), "CONNECTOR_PREFIX");
-    run_expecting_exit_2(&with("CONNECTOR_LEDGER_RETENTION", "forever"), "CONNECTOR_LEDGER_RETENTION");
+    run_expecting_exit_2(
+        &with("CONNECTOR_LEDGER_RETENTION", "forever"),
+        "CONNECTOR_LEDGER_RETENTION",
+    );
     run_expecting_exit_2(&with("AMQP_URL", "http://wrong"), "AMQP_URL");
-    run_expecting_exit_2(&with("LASTPASS_PROVHASH_FILE", "/nonexistent/provhash"), "LASTPASS_PROVHASH_FILE");
+    run_expecting_exit_2(
+        &with("LASTPASS_PROVHASH_FILE", "/nonexistent/provhash"),
+        "LASTPASS_PROVHASH_FILE",
+    );
     let mut bad_cid = base.to_vec();
     bad_cid.push(("LASTPASS_CID", "12ab"));
     run_expecting_exit_2(&bad_cid, "LASTPASS_CID");
@@ -64,7 +80,10 @@ async fn sigterm_with_commands_in_flight_loses_none() {
         sim.add(&format!("term{i}@example.com"), false, false);
     }
     // Slow LastPass, so commands are in flight when the signal comes.
-    sim.faults(sim::Faults { latency_ms: Some(300), ..Default::default() });
+    sim.faults(sim::Faults {
+        latency_ms: Some(300),
+        ..Default::default()
+    });
     let broker = Broker::new(&test_retry()).await;
     let mut tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
@@ -107,27 +126,54 @@ async fn sigterm_with_commands_in_flight_loses_none() {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
         }
-        assert!(signalled.elapsed() < Duration::from_secs(30), "exit within 30 s of SIGTERM");
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "exit within 30 s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut log = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    assert!(status.success(), "exit 0 after SIGTERM, got {status:?}; log:\n{log}");
-    assert!(!log.contains(&sim.provhash()), "provhash leaked into the log");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit 0 after SIGTERM, got {status:?}; log:\n{log}"
+    );
+    assert!(
+        !log.contains(&sim.provhash()),
+        "provhash leaked into the log"
+    );
     let done_before = sim.mutations("deluser");
-    assert!(done_before < n, "the test signalled while commands were still waiting");
+    assert!(
+        done_before < n,
+        "the test signalled while commands were still waiting"
+    );
 
     // A new instance picks up the rest; every command ends with exactly one effect.
-    sim.faults(sim::Faults { latency_ms: Some(0), ..Default::default() });
+    sim.faults(sim::Faults {
+        latency_ms: Some(0),
+        ..Default::default()
+    });
     let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
-    let early_ids: Vec<&str> = early.iter().map(|e| e["data"]["command_id"].as_str().unwrap()).collect();
+    let early_ids: Vec<&str> = early
+        .iter()
+        .map(|e| e["data"]["command_id"].as_str().unwrap())
+        .collect();
     for id in ids.iter().filter(|id| !early_ids.contains(&id.as_str())) {
         tap.for_command(id, Duration::from_secs(20)).await;
     }
     for i in 0..n {
         assert!(sim.user(&format!("term{i}@example.com")).unwrap().disabled);
     }
-    assert_eq!(sim.mutations("deluser"), n, "one deluser per command, none lost, none twice");
+    assert_eq!(
+        sim.mutations("deluser"),
+        n,
+        "one deluser per command, none lost, none twice"
+    );
     running.stop().await;
 }

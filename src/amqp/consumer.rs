@@ -137,8 +137,16 @@ async fn serve<L: LastPass>(
     let mut streams: Vec<Deliveries> = Vec::new();
     let mut tags = Vec::new();
     for t in CommandType::ALL {
-        let ch = if t == CommandType::Sync { &sync_ch } else { &work };
-        let tag = format!("lastpass-connector.{}.{}", t.queue_suffix(), &instance[..12]);
+        let ch = if t == CommandType::Sync {
+            &sync_ch
+        } else {
+            &work
+        };
+        let tag = format!(
+            "lastpass-connector.{}.{}",
+            t.queue_suffix(),
+            &instance[..12]
+        );
         let consumer = ch
             .basic_consume(
                 names.queue(t).into(),
@@ -223,7 +231,10 @@ async fn serve<L: LastPass>(
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
-        info!(in_flight = tasks.len(), "shutting down: finishing in-flight commands");
+        info!(
+            in_flight = tasks.len(),
+            "shutting down: finishing in-flight commands"
+        );
     }
     drop(deliveries);
     let grace = s.shutdown_grace;
@@ -231,7 +242,10 @@ async fn serve<L: LastPass>(
         .await
         .is_err()
     {
-        warn!(left = tasks.len(), "in-flight commands did not finish in time; giving them back");
+        warn!(
+            left = tasks.len(),
+            "in-flight commands did not finish in time; giving them back"
+        );
         tasks.abort_all();
     }
     Ok(end)
@@ -248,9 +262,19 @@ async fn settle(publisher: &Publisher, d: Delivery, queue: CommandType, disposit
             message,
         } => {
             let parked = publisher
-                .park(&d.data, &d.properties, queue, d.routing_key.as_str(), &code, &message)
+                .park(
+                    &d.data,
+                    &d.properties,
+                    queue,
+                    d.routing_key.as_str(),
+                    &code,
+                    &message,
+                )
                 .await;
-            match (publisher.start_publish(std::slice::from_ref(&event)).await, parked) {
+            match (
+                publisher.start_publish(std::slice::from_ref(&event)).await,
+                parked,
+            ) {
                 (Ok(mut pending), Ok(p)) => {
                     pending.push(p);
                     Publisher::confirm_all(pending).await
@@ -303,11 +327,17 @@ async fn scheduled_syncs(publisher: Publisher, prefix: String, every: Duration) 
     loop {
         tick.tick().await;
         let slot = chrono::Utc::now().timestamp_millis() as u128 / every.as_millis().max(1);
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{prefix}/sync/{slot}").as_bytes());
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("{prefix}/sync/{slot}").as_bytes(),
+        );
         let body = serde_json::json!({
             "command_id": id, "type": "users.sync", "requested_by": "lastpass-connector schedule",
         });
-        match publisher.publish_command("users.sync", body.to_string().as_bytes()).await {
+        match publisher
+            .publish_command("users.sync", body.to_string().as_bytes())
+            .await
+        {
             Ok(()) => debug!(command_id = %id, "scheduled sync requested"),
             Err(err) => warn!(error = %err, "could not request the scheduled sync"),
         }

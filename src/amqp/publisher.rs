@@ -6,9 +6,9 @@ use super::topology::Names;
 use crate::command::CommandType;
 use crate::event::{CONTENT_TYPE, Event, EventSink, PublishError};
 use lapin::options::BasicPublishOptions;
-use lapin::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
+use lapin::{Confirmation, PublisherConfirm};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +31,7 @@ async fn confirmed(confirm: PublisherConfirm) -> Result<(), PublishError> {
             r.reply_code, r.reply_text
         ))),
         Confirmation::Nack(None) => Err(PublishError("nacked by the broker".into())),
-        Confirmation::NotRequested => Err(PublishError(
-            "channel is not in confirm mode".into(),
-        )),
+        Confirmation::NotRequested => Err(PublishError("channel is not in confirm mode".into())),
     }
 }
 
@@ -126,8 +124,14 @@ impl Publisher {
         let props = with_headers(
             properties,
             vec![
-                (headers::RETRY_ROUND, AMQPValue::LongLongInt(i64::from(round))),
-                (headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(attempts))),
+                (
+                    headers::RETRY_ROUND,
+                    AMQPValue::LongLongInt(i64::from(round)),
+                ),
+                (
+                    headers::ATTEMPTS,
+                    AMQPValue::LongLongInt(i64::from(attempts)),
+                ),
             ],
         );
         // The routing key is the command type's, so the copy dead-letters back into the right
@@ -147,7 +151,10 @@ impl Publisher {
     }
 
     /// Publishes events without waiting for their confirms.
-    pub async fn start_publish(&self, events: &[Event]) -> Result<Vec<PublisherConfirm>, PublishError> {
+    pub async fn start_publish(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<PublisherConfirm>, PublishError> {
         let mut pending = Vec::with_capacity(events.len());
         for e in events {
             pending.push(
@@ -173,7 +180,11 @@ impl Publisher {
     }
 
     /// Publishes a raw command (for the scheduled sync and tools).
-    pub async fn publish_command(&self, routing_key: &str, body: &[u8]) -> Result<(), PublishError> {
+    pub async fn publish_command(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<(), PublishError> {
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2);

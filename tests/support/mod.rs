@@ -2,10 +2,10 @@
 //! in process, and cleanup that leaves nothing behind (even when a test panics).
 #![allow(dead_code)]
 
-#[path = "sim.rs"]
-pub mod sim;
 #[path = "schemas.rs"]
 pub mod schemas;
+#[path = "sim.rs"]
+pub mod sim;
 
 use futures_util::StreamExt;
 use lapin::options::*;
@@ -139,7 +139,8 @@ impl Broker {
 
     /// Publishes a command body to `P.commands` with this routing key, persistent, confirmed.
     pub async fn send(&self, routing_key: &str, body: &[u8]) {
-        self.send_with(routing_key, body, FieldTable::default()).await
+        self.send_with(routing_key, body, FieldTable::default())
+            .await
     }
 
     pub async fn send_with(&self, routing_key: &str, body: &[u8], headers: FieldTable) {
@@ -162,12 +163,18 @@ impl Broker {
             .unwrap()
             .await
             .unwrap();
-        assert!(c.is_ack() && c.take_message().is_none(), "command not routed");
+        assert!(
+            c.is_ack() && c.take_message().is_none(),
+            "command not routed"
+        );
     }
 
     /// Publishes a JSON command on the routing key named by its `type`.
     pub async fn send_json(&self, command: &Value) {
-        let rk = command["type"].as_str().expect("command has a type").to_string();
+        let rk = command["type"]
+            .as_str()
+            .expect("command has a type")
+            .to_string();
         self.send(&rk, command.to_string().as_bytes()).await
     }
 
@@ -245,14 +252,16 @@ impl Drop for Broker {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                let Ok(conn) =
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
                 else {
                     return;
                 };
                 let Ok(ch) = conn.create_channel().await else {
                     return;
                 };
-                let mut queues: Vec<String> = CommandType::ALL.iter().map(|t| names.queue(*t)).collect();
+                let mut queues: Vec<String> =
+                    CommandType::ALL.iter().map(|t| names.queue(*t)).collect();
                 queues.push(names.dead_letter());
                 queues.push(names.unrouted());
                 let mut exchanges = vec![names.commands(), names.events(), names.unrouted()];
@@ -261,7 +270,9 @@ impl Drop for Broker {
                     exchanges.push(names.retry(d));
                 }
                 for q in queues {
-                    let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+                    let _ = ch
+                        .queue_delete(q.into(), QueueDeleteOptions::default())
+                        .await;
                 }
                 for x in exchanges {
                     let _ = ch
@@ -301,7 +312,9 @@ pub struct Tap {
 impl Tap {
     async fn read(&mut self, deadline: Instant) -> Option<Value> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let d = tokio::time::timeout(left, self.consumer.next()).await.ok()??;
+        let d = tokio::time::timeout(left, self.consumer.next())
+            .await
+            .ok()??;
         let d = d.expect("tap delivery");
         let v: Value = serde_json::from_slice(&d.data).expect("event is JSON");
         schemas::assert_event_valid(&v);
@@ -319,7 +332,10 @@ impl Tap {
             }
             match self.read(deadline).await {
                 Some(v) => out.push(v),
-                None => panic!("expected {n} events within {timeout:?}, got {}: {out:#?}", out.len()),
+                None => panic!(
+                    "expected {n} events within {timeout:?}, got {}: {out:#?}",
+                    out.len()
+                ),
             }
         }
         out
