@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 use uuid::Uuid;
 
 /// How transient LastPass errors are retried.
@@ -122,6 +122,27 @@ impl Prepared {
         }
     }
 
+    /// The tracing span of this delivery: command id, correlation id and email on every line.
+    pub fn span(&self) -> tracing::Span {
+        match self {
+            Prepared::Invalid { rejection, .. } => info_span!(
+                "command",
+                command_id = rejection
+                    .command_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                correlation_id = rejection.correlation_id.as_deref().unwrap_or(""),
+                email = rejection.email.as_deref().unwrap_or(""),
+                command_type = rejection.command_type.as_deref().unwrap_or("")
+            ),
+            Prepared::Valid { command, .. } => info_span!("command",
+                command_id = %command.meta.command_id,
+                correlation_id = command.meta.correlation_id.as_deref().unwrap_or(""),
+                email = command.email().map(|e| e.as_str()).unwrap_or(""),
+                command_type = command.command_type().as_str()),
+        }
+    }
+
     /// Commands with the same key are applied one at a time, in arrival order: the email for a
     /// user command, one key for all syncs, none for an invalid message.
     pub fn key(&self) -> Option<String> {
@@ -179,12 +200,10 @@ enum StepError {
 
 impl<L: LastPass> Processor<L> {
     /// Processes one prepared delivery; never panics on bad input, never loses a command.
+    /// Run it inside [`Prepared::span`] so every line about the command carries its ids.
     pub async fn process<S: EventSink>(&self, prepared: Prepared, sink: &S) -> Disposition {
         match prepared {
             Prepared::Invalid { rejection, body } => {
-                let span = info_span!("command", command_id = ?rejection.command_id,
-                    correlation_id = ?rejection.correlation_id, email = ?rejection.email);
-                let _e = span.enter();
                 warn!(code = rejection.code.as_str(), reason = %rejection.message,
                     "rejected an invalid message; parking it");
                 Disposition::Park {
@@ -197,16 +216,7 @@ impl<L: LastPass> Processor<L> {
                 command,
                 round,
                 attempts,
-            } => {
-                let span = info_span!("command",
-                    command_id = %command.meta.command_id,
-                    correlation_id = command.meta.correlation_id.as_deref().unwrap_or(""),
-                    email = command.email().map(|e| e.as_str()).unwrap_or(""),
-                    command_type = command.command_type().as_str());
-                self.process_valid(command, round, attempts, sink)
-                    .instrument(span)
-                    .await
-            }
+            } => self.process_valid(command, round, attempts, sink).await,
         }
     }
 

@@ -177,3 +177,82 @@ async fn sigterm_with_commands_in_flight_loses_none() {
     );
     running.stop().await;
 }
+
+/// `lastpass-connector simulator` as a newcomer starts it, asked the way curl would ask.
+#[tokio::test]
+async fn the_simulator_subcommand_answers_like_lastpass() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args([
+            "simulator",
+            "--addr",
+            "127.0.0.1:0",
+            "--users",
+            "100",
+            "--cid",
+            "1234",
+            "--provhash",
+            "x",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http.post(url).body(body.to_string()).send().await.unwrap();
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        }
+    };
+    let (status, ct, body) = post(serde_json::json!({"cid": 1234, "provhash": "x",
+        "cmd": "getuserdata", "data": {"pagesize": 100, "pageindex": 0}}))
+    .await;
+    assert_eq!((status, ct.as_str()), (200, "text/xml;charset=UTF-8"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["total"], 100);
+    let users = v["Users"].as_object().unwrap();
+    assert!(users.keys().all(|k| k.parse::<u64>().is_ok()), "uid keys");
+    let never: Vec<_> = users
+        .values()
+        .filter(|u| u["neverloggedin"] == true)
+        .collect();
+    assert!(!never.is_empty());
+    assert!(
+        never
+            .iter()
+            .all(|u| u["last_login"] == "" && u["sites"].is_null())
+    );
+
+    let (status, ct, body) = post(serde_json::json!({"cid": 1234, "provhash": "wrong",
+        "cmd": "getuserdata", "data": {}}))
+    .await;
+    assert_eq!((status, ct.as_str()), (200, "text/xml;charset=UTF-8"));
+    assert_eq!(
+        body,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<lastpass rc=\"Authorization Error\"/>\n"
+    );
+
+    let (status, _, body) = post(serde_json::json!({"cid": 1234, "provhash": "x",
+        "cmd": "getuserdata", "data": {"username": "nobody@example.com"}}))
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["Users"], serde_json::json!([]));
+    let _ = child.kill();
+    let _ = child.wait();
+}

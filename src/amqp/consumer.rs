@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 use uuid::Uuid;
 
 /// What the consumer needs to know about the broker.
@@ -209,15 +209,19 @@ async fn serve<L: LastPass>(
         let turn = prepared.key().map(|k| sequencer.enter(&k));
         let processor = processor.clone();
         let publisher = publisher.clone();
-        tasks.spawn(async move {
-            let _turn = match turn {
-                Some(t) => Some(t.wait().await),
-                None => None,
-            };
-            let disposition = processor.process(prepared, &publisher).await;
-            settle(&publisher, delivery, queue, disposition).await;
-            drop(permit);
-        });
+        let span = prepared.span();
+        tasks.spawn(
+            async move {
+                let _turn = match turn {
+                    Some(t) => Some(t.wait().await),
+                    None => None,
+                };
+                let disposition = processor.process(prepared, &publisher).await;
+                settle(&publisher, delivery, queue, disposition).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     };
 
     if let Some(t) = ticker {
