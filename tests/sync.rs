@@ -272,3 +272,25 @@ async fn a_sync_across_20000_users_keeps_memory_flat() {
         "peak RSS grew from {small} KiB (4,000 accounts) to {large} KiB (20,000)"
     );
 }
+
+#[tokio::test]
+async fn run_starts_syncs_on_a_schedule_when_asked() {
+    let sim = TestSim::start_with(30).await;
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    cfg.sync_interval = Some(Duration::from_millis(1500));
+    let running = Running::start(cfg);
+    // No command is sent: the schedule requests the syncs.
+    let mut completed = Vec::new();
+    while completed.len() < 2 {
+        let ev = tap.take(1, Duration::from_secs(20)).await.remove(0);
+        if ev["type"] == "io.github.lastpass-connector.users.sync.completed" {
+            assert_eq!(ev["data"]["total"], 30);
+            completed.push(ev["data"]["sync_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_ne!(completed[0], completed[1], "each slot is its own sync");
+    running.stop().await;
+}
