@@ -294,3 +294,25 @@ async fn run_starts_syncs_on_a_schedule_when_asked() {
     assert_ne!(completed[0], completed[1], "each slot is its own sync");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_sync_refused_by_lastpass_fails_and_commands_resume_once_credentials_work() {
+    let (broker, sim, running, mut tap, _dir) = setup(10).await;
+    let good = sim.provhash();
+    sim.rotate("rotated");
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, end) = collect(&mut tap, &id).await;
+    assert!(synced.is_empty());
+    assert_eq!(end["type"], "io.github.lastpass-connector.command.failed");
+    assert_eq!(end["data"]["error"]["code"], "unauthorized");
+    // Consumption is paused; the next command waits, and goes through once the credentials work.
+    let email = sim.users()[0].username.clone();
+    let (cid, suspend) = support::command("user.suspend", &email);
+    broker.send_json(&suspend).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sim.rotate(&good);
+    let ev = tap.for_command(&cid, Duration::from_secs(40)).await;
+    assert_eq!(ev["data"]["outcome"], "applied");
+    running.stop().await;
+}

@@ -173,14 +173,27 @@ async fn serve<L: LastPass>(
     let permits = Arc::new(Semaphore::new(usize::from(s.concurrency)));
     let mut sequencer = Sequencer::new();
     let mut tasks = JoinSet::new();
+    let mut paused = false;
     let end = loop {
         while tasks.try_join_next().is_some() {}
         if !processor.gate.is_open() {
-            info!("LastPass credentials refused: taking no new commands until they work");
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
-                _ = processor.gate.opened() => info!("LastPass credentials work again: resuming"),
+            if !paused {
+                paused = true;
+                info!("LastPass credentials refused: taking no new commands until they work");
             }
+            if !tasks.is_empty() {
+                // A command in flight keeps retrying the credentials; wait for it to succeed
+                // (or end, after which one delivery is let through to probe again).
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
+                    _ = processor.gate.opened() => {}
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+        } else if paused {
+            paused = false;
+            info!("LastPass credentials work again: resuming");
         }
         let permit = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break End::Shutdown,
