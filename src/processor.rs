@@ -26,7 +26,8 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     pub max_delay: Duration,
     /// The delays of the delayed redeliveries through `P.retry.*`, in order. When all are spent
-    /// the command fails with `retries_exhausted`.
+    /// the command fails with `retries_exhausted`. (A sync retries each page in process only,
+    /// then fails: the next sync starts over anyway.)
     pub round_delays: Vec<Duration>,
 }
 
@@ -446,10 +447,10 @@ impl<L: LastPass> Processor<L> {
                 if *self.shutdown.borrow() {
                     return Disposition::Abandon;
                 }
-                let (code, retryable) = match &e {
-                    LastPassError::Unauthorized => ("unauthorized", true),
-                    e if e.is_transient() => ("retries_exhausted", true),
-                    _ => ("lastpass_rejected", false),
+                let (code, retryable, attempts) = match &e {
+                    LastPassError::Unauthorized => ("unauthorized", true, 1),
+                    e if e.is_transient() => ("retries_exhausted", true, self.retry.attempts),
+                    _ => ("lastpass_rejected", false, 1),
                 };
                 warn!(error = %e, code, "sync failed part-way; nobody is marked Deprovisioned");
                 let resolution = Resolution {
@@ -459,7 +460,10 @@ impl<L: LastPass> Processor<L> {
                     error: Some(ErrorInfo::new(code, e.to_string(), retryable)),
                 };
                 // Not recorded as completed: the same sync may be re-driven.
-                disposition_for(self.events.command_result(&command, &resolution, 1))
+                disposition_for(
+                    self.events
+                        .command_result(&command, &resolution, attempts as u32),
+                )
             }
         }
     }

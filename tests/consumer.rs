@@ -537,3 +537,16 @@ async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+#[tokio::test]
+async fn a_long_correlation_id_is_carried_without_breaking_the_publish() {
+    let (broker, _sim, running, mut tap, _dir) = setup(&[("long@example.com", false, false)]).await;
+    let (id, mut cmd) = command("user.suspend", "long@example.com");
+    let long = "c".repeat(1000);
+    cmd["correlation_id"] = long.clone().into();
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(data(&ev)["outcome"], "applied");
+    assert_eq!(data(&ev)["correlation_id"], long.as_str());
+    running.stop().await;
+}

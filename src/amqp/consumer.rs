@@ -175,7 +175,9 @@ async fn serve<L: LastPass>(
     let mut tasks = JoinSet::new();
     let mut paused = false;
     let end = loop {
-        while tasks.try_join_next().is_some() {}
+        if let Some(why) = reap(&mut tasks) {
+            break End::Lost(why);
+        }
         if !processor.gate.is_open() {
             if !paused {
                 paused = true;
@@ -266,6 +268,21 @@ async fn serve<L: LastPass>(
         tasks.abort_all();
     }
     Ok(end)
+}
+
+/// Collects finished tasks. A panicked task is a bug whose delivery would stay unacked for the
+/// life of the channel: the session is restarted so the broker redelivers it, and the queue's
+/// delivery limit dead-letters it if it keeps failing.
+fn reap(tasks: &mut JoinSet<()>) -> Option<String> {
+    while let Some(done) = tasks.try_join_next() {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            error!("a command task panicked; restarting the session so its delivery comes back");
+            return Some("a command task panicked".into());
+        }
+    }
+    None
 }
 
 /// Carries out a disposition: publish what it says, wait for the confirms, then ack. Anything

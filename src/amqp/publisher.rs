@@ -72,8 +72,14 @@ impl Publisher {
             .with_message_id(e.id.to_string().into())
             .with_app_id("lastpass-connector".into())
             .with_timestamp(now_ms() / 1000);
-        if let Some(c) = &e.correlation_id {
-            p = p.with_correlation_id(c.as_str().into());
+        // The AMQP property is a short string (255 bytes at most); a longer correlation id is
+        // still in the event's data, just not in the property.
+        if let Some(c) = e
+            .correlation_id
+            .as_deref()
+            .and_then(|c| ShortString::try_new(c).ok())
+        {
+            p = p.with_correlation_id(c);
         }
         p
     }

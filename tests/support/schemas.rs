@@ -1,3 +1,145 @@
-// PLACEHOLDER until the schema helper lands (the schemas helper replaces this file).
+//! Validation against the published contract in `schemas/` (JSON Schema draft 2020-12).
+//!
+//! Self-contained so that any test binary can include it:
+//! `#[path = "support/schemas.rs"] mod schemas;`. Every schema file is loaded into one registry
+//! under its `$id`, so the relative `$ref`s between files (`defs.json`, `command.json`,
+//! `cloudevent.json`) resolve offline; each file is compiled once.
 #![allow(dead_code)]
-pub fn assert_event_valid(_event: &serde_json::Value) {}
+
+use jsonschema::{Draft, Registry, Validator};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// `type` of every event is this prefix followed by its routing key.
+pub const EVENT_TYPE_PREFIX: &str = "io.github.lastpass-connector.";
+/// Where the schemas say they live (their `$id`s start with this).
+pub const ID_BASE: &str = "https://lastpass-connector.example/schemas/";
+
+pub fn schemas_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")
+}
+
+/// Every `schemas/*.json`, parsed, by file name.
+pub fn documents() -> &'static BTreeMap<String, Value> {
+    static DOCS: OnceLock<BTreeMap<String, Value>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let dir = schemas_dir();
+        let mut docs = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let doc: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+            docs.insert(name, doc);
+        }
+        assert!(!docs.is_empty(), "no schemas in {}", dir.display());
+        docs
+    })
+}
+
+/// The raw schema document of `file` (e.g. `event.user.synced.json`).
+pub fn document(file: &str) -> &'static Value {
+    documents()
+        .get(file)
+        .unwrap_or_else(|| panic!("no schema file schemas/{file}"))
+}
+
+/// Compiles one schema with every schema file available for `$ref` resolution, offline.
+pub fn compile(schema: &Value) -> Result<Validator, String> {
+    let docs = documents();
+    let mut builder = Registry::new().draft(Draft::Draft202012);
+    for (name, doc) in docs {
+        let id = doc["$id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{ID_BASE}{name}"));
+        builder = builder
+            .add(id, doc)
+            .map_err(|e| format!("registering {name}: {e}"))?;
+    }
+    let registry = builder.prepare().map_err(|e| format!("registry: {e}"))?;
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .with_registry(&registry)
+        .offline()
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
+/// Every schema file, compiled once.
+pub fn validators() -> &'static HashMap<String, Validator> {
+    static VALIDATORS: OnceLock<HashMap<String, Validator>> = OnceLock::new();
+    VALIDATORS.get_or_init(|| {
+        documents()
+            .iter()
+            .map(|(name, doc)| {
+                let v =
+                    compile(doc).unwrap_or_else(|e| panic!("schemas/{name} does not compile: {e}"));
+                (name.clone(), v)
+            })
+            .collect()
+    })
+}
+
+pub fn validator(file: &str) -> &'static Validator {
+    validators()
+        .get(file)
+        .unwrap_or_else(|| panic!("no schema file schemas/{file}"))
+}
+
+/// Every validation error of `instance` against `file`, one line each (empty when valid).
+pub fn errors(file: &str, instance: &Value) -> Vec<String> {
+    validator(file)
+        .iter_errors(instance)
+        .map(|e| format!("at {}: {e} (schema {})", e.instance_path(), e.schema_path()))
+        .collect()
+}
+
+/// Panics, listing every error and the instance, unless `instance` is valid against `file`.
+pub fn assert_valid(file: &str, instance: &Value) {
+    let errs = errors(file, instance);
+    assert!(
+        errs.is_empty(),
+        "not valid against schemas/{file}:\n  {}\n{}",
+        errs.join("\n  "),
+        serde_json::to_string_pretty(instance).unwrap_or_default()
+    );
+}
+
+/// Panics unless `instance` is invalid against `file`.
+pub fn assert_invalid(file: &str, instance: &Value) {
+    assert!(
+        !validator(file).is_valid(instance),
+        "unexpectedly valid against schemas/{file}:\n{}",
+        serde_json::to_string_pretty(instance).unwrap_or_default()
+    );
+}
+
+/// The schema file of an event: `event.<routing key>.json`, from its `type`.
+pub fn event_schema_file(event: &Value) -> String {
+    let ty = event["type"]
+        .as_str()
+        .unwrap_or_else(|| panic!("event without a string type:\n{event:#}"));
+    let key = ty
+        .strip_prefix(EVENT_TYPE_PREFIX)
+        .unwrap_or_else(|| panic!("event type {ty:?} lacks the prefix {EVENT_TYPE_PREFIX}"));
+    format!("event.{key}.json")
+}
+
+/// Validates an event against the schema of its type; panics with every error and the event.
+pub fn assert_event_valid(event: &Value) {
+    assert_valid(&event_schema_file(event), event);
+}
+
+/// The schema file of a command type (`user.provision` → `command.user.provision.json`).
+pub fn command_schema_file(command_type: &str) -> String {
+    format!("command.{command_type}.json")
+}
