@@ -240,6 +240,7 @@ async fn peak_rss_of_one_sync(users: usize) -> u64 {
         .env("CONNECTOR_PREFIX", broker.prefix())
         .env("CONNECTOR_STATE_DIR", dir.path())
         .env("CONNECTOR_SYNC_PAGE_SIZE", "500")
+        .env("CONNECTOR_RETRY_DELAYS", "400ms,800ms,1600ms")
         .env("AMQP_URL", support::amqp_url())
         .stdin(std::process::Stdio::null())
         .spawn()

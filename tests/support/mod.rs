@@ -265,7 +265,9 @@ impl Drop for Broker {
                 queues.push(names.dead_letter());
                 queues.push(names.unrouted());
                 let mut exchanges = vec![names.commands(), names.events(), names.unrouted()];
-                for d in delays {
+                // Also the default delays, in case a test ran the binary without setting them.
+                let defaults = lastpass_connector::processor::RetryPolicy::default().round_delays;
+                for d in delays.into_iter().chain(defaults) {
                     queues.push(names.retry(d));
                     exchanges.push(names.retry(d));
                 }
