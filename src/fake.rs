@@ -17,6 +17,32 @@ struct State {
     failures: VecDeque<LastPassError>,
 }
 
+impl State {
+    /// A new, never-logged-in, enabled, non-admin user (uid filled in by `insert`).
+    fn blank(email: &str, full_name: &str) -> User {
+        User {
+            uid: String::new(),
+            email: email.to_string(),
+            full_name: full_name.to_string(),
+            disabled: false,
+            never_logged_in: true,
+            admin: false,
+            last_login: None,
+            created: None,
+            groups: vec![],
+            password_reset_required: true,
+        }
+    }
+
+    /// Stores a user under the next uid; returns the uid.
+    fn insert(&mut self, mut user: User) -> String {
+        self.next_uid += 1;
+        user.uid = self.next_uid.to_string();
+        self.users.insert(self.next_uid, user);
+        self.next_uid.to_string()
+    }
+}
+
 /// An in-memory LastPass company.
 #[derive(Debug, Default)]
 pub struct FakeLastPass {
@@ -33,24 +59,13 @@ impl FakeLastPass {
     /// Adds a user; returns its uid.
     pub fn add(&self, email: &str, disabled: bool, never_logged_in: bool, admin: bool) -> String {
         let mut s = self.state.lock().unwrap();
-        s.next_uid += 1;
-        let uid = s.next_uid;
-        s.users.insert(
-            uid,
-            User {
-                uid: uid.to_string(),
-                email: email.to_string(),
-                full_name: String::new(),
-                disabled,
-                never_logged_in,
-                admin,
-                last_login: None,
-                created: None,
-                groups: vec![],
-                password_reset_required: never_logged_in,
-            },
-        );
-        uid.to_string()
+        s.insert(User {
+            disabled,
+            never_logged_in,
+            admin,
+            password_reset_required: never_logged_in,
+            ..State::blank(email, "")
+        })
     }
 
     /// The user with this email (case-insensitive), if any.
@@ -156,23 +171,7 @@ impl LastPass for FakeLastPass {
     async fn create_users(&self, users: &[NewUser]) -> Result<(), LastPassError> {
         let mut s = self.check()?;
         for u in users {
-            s.next_uid += 1;
-            let uid = s.next_uid;
-            s.users.insert(
-                uid,
-                User {
-                    uid: uid.to_string(),
-                    email: u.email.to_string(),
-                    full_name: u.full_name(),
-                    disabled: false,
-                    never_logged_in: true,
-                    admin: false,
-                    last_login: None,
-                    created: None,
-                    groups: vec![],
-                    password_reset_required: true,
-                },
-            );
+            s.insert(State::blank(u.email.as_str(), &u.full_name()));
             s.mutations.push(format!("batchadd {}", u.email));
         }
         Ok(())

@@ -93,23 +93,9 @@ async fn sigterm_with_commands_in_flight_loses_none() {
         broker.send_json(&cmd).await;
         ids.push(id);
     }
-    let delays = test_retry()
-        .round_delays
-        .iter()
-        .map(|d| format!("{}ms", d.as_millis()))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut child = bin()
-        .arg("run")
-        .env("LASTPASS_API_URL", sim.api_url())
-        .env("LASTPASS_CID", sim.cid())
-        .env("LASTPASS_PROVHASH", sim.provhash())
-        .env("CONNECTOR_PREFIX", broker.prefix())
-        .env("CONNECTOR_STATE_DIR", dir.path())
+    let mut child = broker
+        .connector_process(&sim, dir.path())
         .env("CONNECTOR_CONCURRENCY", "4")
-        .env("CONNECTOR_RETRY_DELAYS", &delays)
-        .env("AMQP_URL", support::amqp_url())
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -223,26 +223,17 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// Runs the connector as its own process for one sync of `users` accounts (pages of 2,000) and
+/// Runs the connector as its own process for one sync of `users` accounts (pages of 500) and
 /// returns its peak resident memory (VmHWM) in KiB.
 async fn peak_rss_of_one_sync(users: usize) -> u64 {
     let sim = TestSim::start_with(users).await;
     let broker = Broker::new(&test_retry()).await;
     let mut tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
-        .arg("run")
-        .env("LOG_FORMAT", "text")
+    let mut child = broker
+        .connector_process(&sim, dir.path())
         .env("RUST_LOG", "warn")
-        .env("LASTPASS_API_URL", sim.api_url())
-        .env("LASTPASS_CID", sim.cid())
-        .env("LASTPASS_PROVHASH", sim.provhash())
-        .env("CONNECTOR_PREFIX", broker.prefix())
-        .env("CONNECTOR_STATE_DIR", dir.path())
         .env("CONNECTOR_SYNC_PAGE_SIZE", "500")
-        .env("CONNECTOR_RETRY_DELAYS", "400ms,800ms,1600ms")
-        .env("AMQP_URL", support::amqp_url())
-        .stdin(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();

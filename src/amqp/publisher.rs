@@ -142,11 +142,23 @@ impl Publisher {
         );
         // The routing key is the command type's, so the copy dead-letters back into the right
         // queue even if the original was published straight to the queue.
+        self.publish_confirmed(self.names.retry(delay), queue.as_str(), body, props)
+            .await
+    }
+
+    /// One mandatory publish, waited for until the broker confirms it.
+    async fn publish_confirmed(
+        &self,
+        exchange: String,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), PublishError> {
         let confirm = self
             .channel
             .basic_publish(
-                self.names.retry(delay).into(),
-                queue.as_str().into(),
+                exchange.into(),
+                routing_key.into(),
                 mandatory(),
                 body,
                 props,
@@ -194,18 +206,8 @@ impl Publisher {
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2);
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.names.commands().into(),
-                routing_key.into(),
-                mandatory(),
-                body,
-                props,
-            )
+        self.publish_confirmed(self.names.commands(), routing_key, body, props)
             .await
-            .map_err(failed)?;
-        confirmed(confirm).await
     }
 
     pub(super) fn headers_of(properties: &BasicProperties) -> Option<&FieldTable> {

@@ -219,6 +219,35 @@ impl Broker {
         q.message_count()
     }
 
+    /// The connector binary's `run`, configured by environment as an operator would, against
+    /// `sim` under this prefix, with the test retry delays. Add more `.env(..)` as needed.
+    pub fn connector_process(
+        &self,
+        sim: &sim::TestSim,
+        state_dir: &std::path::Path,
+    ) -> std::process::Command {
+        let delays = test_retry()
+            .round_delays
+            .iter()
+            .map(|d| format!("{}ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lastpass-connector"));
+        c.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LOG_FORMAT", "text")
+            .env("LASTPASS_API_URL", sim.api_url())
+            .env("LASTPASS_CID", sim.cid())
+            .env("LASTPASS_PROVHASH", sim.provhash())
+            .env("CONNECTOR_PREFIX", self.prefix())
+            .env("CONNECTOR_STATE_DIR", state_dir)
+            .env("CONNECTOR_RETRY_DELAYS", delays)
+            .env("AMQP_URL", amqp_url())
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
     /// A connector configuration against `api_url` under this prefix.
     pub fn config(&self, sim: &sim::TestSim, state_dir: PathBuf, retry: RetryPolicy) -> Config {
         Config {
