@@ -11,7 +11,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::sync::{SyncError, SyncSettings};
 use backon::{ExponentialBuilder, Retryable};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, info_span, warn};
@@ -254,11 +254,11 @@ impl<L: LastPass> Processor<L> {
             }
         };
         let attempts = AtomicU32::new(prior_attempts);
+        // Set once an intent is recorded, so that every later attempt knows it may have acted.
+        let acted = AtomicBool::new(acted_before);
         let mut auth_failures = 0u32;
         loop {
-            let result = self
-                .attempt_with_backoff(&command, acted_before, &attempts)
-                .await;
+            let result = self.attempt_with_backoff(&command, &acted, &attempts).await;
             match result {
                 Ok(resolution) => {
                     self.gate.set(true);
@@ -352,10 +352,9 @@ impl<L: LastPass> Processor<L> {
     async fn attempt_with_backoff(
         &self,
         command: &Command,
-        acted_before: bool,
+        acted: &AtomicBool,
         attempts: &AtomicU32,
     ) -> Result<Resolution, StepError> {
-        let acted = std::sync::atomic::AtomicBool::new(acted_before);
         let once = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
             let plan = apply::look(
@@ -509,4 +508,192 @@ fn error_of(event: &Event) -> (String, String) {
 /// The event id a command's result will carry when it ends with `routing_key`.
 pub fn expected_event_id(command_id: Uuid, routing_key: &str) -> Uuid {
     crate::event::event_id(&format!("{command_id}/{routing_key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::PublishError;
+    use crate::fake::FakeLastPass;
+    use std::sync::atomic::AtomicUsize;
+
+    struct NoSink;
+    impl EventSink for NoSink {
+        async fn publish(&self, _: &[Event]) -> Result<(), PublishError> {
+            Ok(())
+        }
+    }
+
+    fn transient() -> LastPassError {
+        LastPassError::Transient {
+            reason: "503".into(),
+            retry_after: None,
+        }
+    }
+
+    struct Setup {
+        p: Processor<FakeLastPass>,
+        reloads: Arc<AtomicUsize>,
+        _stop: watch::Sender<bool>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let r = reloads.clone();
+        let (stop, rx) = watch::channel(false);
+        let p = Processor {
+            lastpass: Arc::new(FakeLastPass::new()),
+            ledger: Ledger::open(dir.path(), Duration::from_secs(60)).unwrap(),
+            events: EventFactory::new("1"),
+            retry: RetryPolicy {
+                attempts: 2,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(2),
+                round_delays: vec![Duration::from_secs(5)],
+            },
+            sync: SyncSettings::default(),
+            gate: Gate::default(),
+            reload_credentials: Arc::new(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            }),
+            shutdown: rx,
+        };
+        Setup {
+            p,
+            reloads,
+            _stop: stop,
+            _dir: dir,
+        }
+    }
+
+    fn incoming(kind: &str, email: &str, id: Uuid, round: u32) -> Prepared {
+        let body = serde_json::json!({"command_id": id, "type": kind, "user": {"email": email}});
+        Prepared::parse(Incoming {
+            body: body.to_string().into_bytes(),
+            queue: CommandType::parse(kind).unwrap(),
+            round,
+            attempts: round * 2,
+        })
+    }
+
+    fn outcome(d: &Disposition) -> serde_json::Value {
+        let e = match d {
+            Disposition::Publish(e) | Disposition::Park { event: e, .. } => e,
+            other => panic!("no event in {other:?}"),
+        };
+        serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["data"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_command_that_acted_before_a_crash_reports_applied() {
+        let s = setup();
+        s.p.lastpass.add("x@example.com", true, false, false);
+        let id = Uuid::new_v4();
+        s.p.ledger.record_intent(id).await.unwrap();
+        let d =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+                .await;
+        assert_eq!(outcome(&d)["outcome"], "applied");
+        assert!(s.p.lastpass.mutations().is_empty(), "no second call");
+    }
+
+    #[tokio::test]
+    async fn a_completed_command_repeats_its_stored_event_verbatim() {
+        let s = setup();
+        s.p.lastpass.add("x@example.com", false, false, false);
+        let id = Uuid::new_v4();
+        let first =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+                .await;
+        let again =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+                .await;
+        assert_eq!(first, again);
+        assert_eq!(s.p.lastpass.mutations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_go_to_the_next_round_then_fail_exhausted() {
+        let s = setup();
+        s.p.lastpass.add("x@example.com", false, false, false);
+        s.p.lastpass.fail_next([transient(), transient()]);
+        let id = Uuid::new_v4();
+        let d =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+                .await;
+        assert_eq!(
+            d,
+            Disposition::RetryLater {
+                round: 1,
+                attempts: 2,
+                delay: Duration::from_secs(5)
+            }
+        );
+        // The last round: no more delays, so the command fails and is parked.
+        s.p.lastpass.fail_next([transient(), transient()]);
+        let d =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 1), &NoSink)
+                .await;
+        let Disposition::Park { code, .. } = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(code, "retries_exhausted");
+        assert_eq!(outcome(&d)["attempts"], 4);
+        // Not recorded: a later re-drive applies it.
+        let d =
+            s.p.process(incoming("user.suspend", "x@example.com", id, 1), &NoSink)
+                .await;
+        assert_eq!(outcome(&d)["outcome"], "applied");
+    }
+
+    #[tokio::test]
+    async fn an_auth_error_closes_the_gate_reloads_credentials_and_resumes() {
+        let s = setup();
+        s.p.lastpass.add("x@example.com", false, false, false);
+        s.p.lastpass.fail_next([LastPassError::Unauthorized]);
+        let gate = s.p.gate.clone();
+        let watcher = tokio::spawn(async move {
+            // The gate closes while the command waits for working credentials.
+            while gate.is_open() {
+                tokio::task::yield_now().await;
+            }
+            gate.opened().await;
+        });
+        let d =
+            s.p.process(
+                incoming("user.suspend", "x@example.com", Uuid::new_v4(), 0),
+                &NoSink,
+            )
+            .await;
+        assert_eq!(outcome(&d)["outcome"], "applied");
+        tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(s.p.gate.is_open());
+        assert_eq!(s.reloads.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_message_is_parked_with_its_code() {
+        let s = setup();
+        let d =
+            s.p.process(
+                Prepared::parse(Incoming {
+                    body: b"{".to_vec(),
+                    queue: CommandType::Suspend,
+                    round: 0,
+                    attempts: 0,
+                }),
+                &NoSink,
+            )
+            .await;
+        let Disposition::Park { code, event, .. } = d else {
+            panic!("not parked")
+        };
+        assert_eq!(code, "not_json");
+        assert_eq!(event.routing_key, "command.rejected");
+    }
 }
