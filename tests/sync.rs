@@ -308,3 +308,29 @@ async fn a_sync_refused_by_lastpass_fails_and_commands_resume_once_credentials_w
     assert_eq!(ev["data"]["outcome"], "applied");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn the_snapshot_survives_a_restart() {
+    let sim = TestSim::start_with(40).await;
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    let running = Running::start(cfg.clone());
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    assert_eq!(collect(&mut tap, &id).await.0.len(), 40);
+    running.stop().await;
+
+    // Deleted while the connector was down; the restarted connector still knows it existed.
+    let gone = sim.users().remove(7);
+    sim.delete(&gone.username);
+    let running = Running::start(cfg);
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, done) = collect(&mut tap, &id).await;
+    assert_eq!(synced[&gone.uid]["data"]["account_status"], "Deprovisioned");
+    assert_eq!(synced[&gone.uid]["subject"], gone.username.as_str());
+    assert_eq!(done["data"]["deprovisioned"], 1);
+    running.stop().await;
+}
