@@ -2,6 +2,7 @@
 
 mod support;
 
+use lastpass_connector::config::Config;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,13 +46,20 @@ fn expected_status(u: &sim::SimUser) -> &'static str {
     }
 }
 
-async fn setup(users: usize) -> (Broker, TestSim, Running, Tap, tempfile::TempDir) {
+/// A simulator with `users` accounts, a broker prefix with a tap on its events, a state dir and
+/// the connector's config for them, not yet started.
+async fn prepare(users: usize) -> (Broker, TestSim, Tap, tempfile::TempDir, Config) {
     let sim = TestSim::start_with(users).await;
     let broker = Broker::new(&test_retry()).await;
     let tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
-    (broker, sim, running, tap, dir)
+    let cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    (broker, sim, tap, dir, cfg)
+}
+
+async fn setup(users: usize) -> (Broker, TestSim, Running, Tap, tempfile::TempDir) {
+    let (broker, sim, tap, dir, cfg) = prepare(users).await;
+    (broker, sim, Running::start(cfg), tap, dir)
 }
 
 #[tokio::test]
@@ -267,11 +275,7 @@ async fn a_sync_across_20000_users_keeps_memory_flat() {
 
 #[tokio::test]
 async fn run_starts_syncs_on_a_schedule_when_asked() {
-    let sim = TestSim::start_with(30).await;
-    let broker = Broker::new(&test_retry()).await;
-    let mut tap = broker.tap().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    let (_broker, _sim, mut tap, _dir, mut cfg) = prepare(30).await;
     cfg.sync_interval = Some(Duration::from_millis(1500));
     let running = Running::start(cfg);
     // No command is sent: the schedule requests the syncs.
@@ -311,11 +315,7 @@ async fn a_sync_refused_by_lastpass_fails_and_commands_resume_once_credentials_w
 
 #[tokio::test]
 async fn the_snapshot_survives_a_restart() {
-    let sim = TestSim::start_with(40).await;
-    let broker = Broker::new(&test_retry()).await;
-    let mut tap = broker.tap().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    let (broker, sim, mut tap, _dir, cfg) = prepare(40).await;
     let running = Running::start(cfg.clone());
     let (id, cmd) = sync_command();
     broker.send_json(&cmd).await;
