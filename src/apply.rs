@@ -15,7 +15,7 @@
 
 use crate::command::Action;
 use crate::email::Email;
-use crate::event::{ErrorInfo, Outcome, Resolution};
+use crate::event::{ErrorInfo, FailureCode, Outcome, Resolution};
 use crate::lastpass::{DelUserOutcome, DeleteAction, LastPass, LastPassError, NewUser};
 use crate::status::AccountStatus;
 
@@ -45,7 +45,7 @@ fn done(outcome: Outcome, status: Option<AccountStatus>) -> Resolution {
     }
 }
 
-fn failed(code: &str, message: String, status: Option<AccountStatus>) -> Resolution {
+fn failed(code: FailureCode, message: String, status: Option<AccountStatus>) -> Resolution {
     Resolution {
         outcome: Outcome::Failed,
         account_status: status,
@@ -86,13 +86,13 @@ pub async fn look<L: LastPass>(
     Ok(match (act, user) {
         (act @ Act::Create(_), None) => Plan::Act(act),
         (Act::Create(_), Some(u)) if u.disabled => Plan::Done(failed(
-            "account_suspended",
+            FailureCode::AccountSuspended,
             format!("{email} exists in LastPass but is suspended; it is not re-enabled"),
             Some(AccountStatus::Suspended),
         )),
         (Act::Create(_), Some(u)) => Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u)))),
         (Act::Suspend(_), None) => Plan::Done(failed(
-            "user_not_found",
+            FailureCode::UserNotFound,
             format!("{email} is not a LastPass user"),
             None,
         )),
@@ -118,7 +118,7 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
                 // A batch can partly succeed: look to learn whether the user was created.
                 match lp.find_user(&u.email).await? {
                     Some(found) => Ok(done(Outcome::Applied, Some(AccountStatus::of(&found)))),
-                    None => Ok(failed("lastpass_rejected", msg, None)),
+                    None => Ok(failed(FailureCode::LastpassRejected, msg, None)),
                 }
             }
             Err(e) => Err(e),
@@ -129,11 +129,13 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
                 Ok(done(Outcome::AlreadyDone, Some(AccountStatus::Suspended)))
             }
             Err(LastPassError::NoSuchUser(_)) => Ok(failed(
-                "user_not_found",
+                FailureCode::UserNotFound,
                 format!("{e} is not a LastPass user"),
                 None,
             )),
-            Err(LastPassError::Rejected(msg)) => Ok(failed("lastpass_rejected", msg, None)),
+            Err(LastPassError::Rejected(msg)) => {
+                Ok(failed(FailureCode::LastpassRejected, msg, None))
+            }
             Err(err) => Err(err),
         },
         Act::Delete(e) => match lp.delete_user(e, DeleteAction::Delete).await {
@@ -142,17 +144,11 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
                 Outcome::AlreadyDone,
                 Some(AccountStatus::Deprovisioned),
             )),
-            Err(LastPassError::Rejected(msg)) => Ok(failed("lastpass_rejected", msg, None)),
+            Err(LastPassError::Rejected(msg)) => {
+                Ok(failed(FailureCode::LastpassRejected, msg, None))
+            }
             Err(err) => Err(err),
         },
-    }
-}
-
-/// Look, then act if needed, with no ledger in between (tests and dry runs).
-pub async fn apply<L: LastPass>(lp: &L, action: &Action) -> Result<Resolution, LastPassError> {
-    match look(lp, action, false).await? {
-        Plan::Done(r) => Ok(r),
-        Plan::Act(a) => act(lp, &a).await,
     }
 }
 
@@ -160,6 +156,14 @@ pub async fn apply<L: LastPass>(lp: &L, action: &Action) -> Result<Resolution, L
 mod tests {
     use super::*;
     use crate::fake::FakeLastPass;
+
+    /// Look, then act if needed, with no ledger in between.
+    async fn apply<L: LastPass>(lp: &L, action: &Action) -> Result<Resolution, LastPassError> {
+        match look(lp, action, false).await? {
+            Plan::Done(r) => Ok(r),
+            Plan::Act(a) => act(lp, &a).await,
+        }
+    }
 
     fn email(s: &str) -> Email {
         Email::parse(s).unwrap()

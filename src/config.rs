@@ -2,7 +2,7 @@
 //! a [`Config`]. A missing or malformed value stops startup with a message naming it (exit 2).
 
 use crate::lastpass::{DEFAULT_API_URL, DEFAULT_PAGE_SIZE, Provhash};
-use crate::processor::RetryPolicy;
+use crate::retry::RetryPolicy;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -154,7 +154,30 @@ pub struct Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// `run`'s flags alone, for [`Config::parse_from`].
+#[derive(clap::Parser)]
+#[command(name = "run")]
+struct RunCommandLine {
+    #[command(flatten)]
+    args: RunArgs,
+}
+
 impl Config {
+    /// Parses flags exactly as `lastpass-connector run` does (the environment included), then
+    /// validates them: the one way to build a `Config`.
+    pub fn parse_from<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let argv = std::iter::once(std::ffi::OsString::from("run"))
+            .chain(args.into_iter().map(Into::into));
+        let cli = RunCommandLine::try_parse_from(argv)
+            .map_err(|e| ConfigError(e.render().to_string().trim().to_string()))?;
+        Config::from_args(cli.args)
+    }
+
     pub fn from_args(a: RunArgs) -> Result<Config, ConfigError> {
         let cid = a
             .lastpass_cid
@@ -234,27 +257,28 @@ fn parse_prefix(s: &str) -> Result<String, String> {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h`, `7d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// The longest duration any setting accepts: far beyond any sensible value, and small enough
+/// that adding it to a clock reading can never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
+
+/// Parses a duration with [`humantime`] (`500ms`, `30s`, `2m`, `1h`, `7d`, `1h 30m`); a bare
+/// number is seconds. Values that overflow or exceed ten years are refused.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d"))?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d"
-            ));
-        }
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>().ok().map(Duration::from_secs)
+    } else {
+        humantime::parse_duration(s).ok()
     };
-    Ok(Duration::from_millis(ms))
+    match d {
+        Some(d) if d <= MAX_DURATION => Ok(d),
+        Some(_) => Err(format!(
+            "{s:?} is longer than the ten years any setting allows"
+        )),
+        None => Err(format!(
+            "{s:?} is not a duration like 500ms, 30s, 2m, 1h or 7d (or is too large)"
+        )),
+    }
 }
 
 fn parse_durations(s: &str) -> Result<DurationList, String> {
@@ -279,12 +303,17 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("5 fortnights").is_err());
         assert_eq!(
             parse_durations("1s,2m").unwrap().0,
             vec![Duration::from_secs(1), Duration::from_secs(120)]
         );
         assert!(parse_durations("").unwrap().0.is_empty());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        // Overflow is an error, never a panic or a wrapped value.
+        assert!(parse_duration("999999999999999d").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
+        assert!(parse_duration("3700d").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Result events: CloudEvents 1.0 in structured JSON mode, with deterministic ids.
 
-use crate::command::{Command, Rejection};
+use crate::command::{Command, CommandType, RejectCode, Rejection};
 use crate::status::AccountStatus;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,31 +15,126 @@ pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// Namespace of the name-based (v5) event ids.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c617374_7061_5c73_8063_6f6e6e656374);
 
-/// An event ready to publish: its routing key on `P.events` and its serialized body.
+/// Every kind of event, by its routing key on `P.events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "user.provisioned")]
+    Provisioned,
+    #[serde(rename = "user.suspended")]
+    Suspended,
+    #[serde(rename = "user.deprovisioned")]
+    Deprovisioned,
+    #[serde(rename = "command.failed")]
+    Failed,
+    #[serde(rename = "command.rejected")]
+    Rejected,
+    #[serde(rename = "user.synced")]
+    Synced,
+    #[serde(rename = "users.sync.completed")]
+    SyncCompleted,
+}
+
+impl EventKind {
+    #[cfg(test)]
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Provisioned,
+        EventKind::Suspended,
+        EventKind::Deprovisioned,
+        EventKind::Failed,
+        EventKind::Rejected,
+        EventKind::Synced,
+        EventKind::SyncCompleted,
+    ];
+
+    /// The routing key on `P.events`; the CloudEvents `type` is [`TYPE_PREFIX`] + this.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            EventKind::Provisioned => "user.provisioned",
+            EventKind::Suspended => "user.suspended",
+            EventKind::Deprovisioned => "user.deprovisioned",
+            EventKind::Failed => "command.failed",
+            EventKind::Rejected => "command.rejected",
+            EventKind::Synced => "user.synced",
+            EventKind::SyncCompleted => "users.sync.completed",
+        }
+    }
+
+    /// The event that reports a successful command of this type.
+    fn success_of(t: CommandType) -> EventKind {
+        match t {
+            CommandType::Provision => EventKind::Provisioned,
+            CommandType::Suspend => EventKind::Suspended,
+            CommandType::Deprovision => EventKind::Deprovisioned,
+            CommandType::Sync => EventKind::SyncCompleted,
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.routing_key())
+    }
+}
+
+/// An event ready to publish: its kind (routing key), its serialized body, and, for a failure
+/// or a rejection, the error it reports (so nobody parses the body to learn it). Stored as is in
+/// the command ledger, to be repeated verbatim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub id: Uuid,
-    pub routing_key: String,
+    #[serde(rename = "routing_key")]
+    pub kind: EventKind,
     /// The CloudEvent, serialized (structured mode).
     pub body: String,
     pub correlation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+#[cfg(test)]
+impl Event {
+    /// A minimal event for store tests.
+    pub fn for_tests(id: Uuid) -> Event {
+        Event {
+            id,
+            kind: EventKind::Suspended,
+            body: "{}".into(),
+            correlation_id: None,
+            error: None,
+        }
+    }
 }
 
 /// A deterministic event id: the same name always gives the same id.
-pub fn event_id(name: &str) -> Uuid {
+pub(crate) fn event_id(name: &str) -> Uuid {
     Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// The id of the event a command's result carries when it ends as `kind`.
+pub(crate) fn result_event_id(command_id: Uuid, kind: EventKind) -> Uuid {
+    event_id(&format!("{command_id}/{}", kind.routing_key()))
 }
 
 /// Where events are published. Implemented over AMQP with publisher confirms; `Ok` means every
 /// event was confirmed by the broker.
-pub trait EventSink: Send + Sync {
+pub(crate) trait EventSink: Send + Sync {
     fn publish(&self, events: &[Event]) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// Publishing failed: not confirmed, nacked, or returned unroutable.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("event not confirmed by the broker: {0}")]
-pub struct PublishError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker, the channel or the connection failed.
+    #[error("publish failed")]
+    Amqp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The message was returned as unroutable (`mandatory`).
+    #[error("returned by the broker: {code} {text}")]
+    Returned { code: u16, text: String },
+    #[error("nacked by the broker")]
+    Nacked,
+    #[error("the channel is not in confirm mode")]
+    NotConfirming,
+}
 
 #[derive(Serialize)]
 struct CloudEvent<'a, D: Serialize> {
@@ -48,6 +143,8 @@ struct CloudEvent<'a, D: Serialize> {
     source: &'a str,
     #[serde(rename = "type")]
     ty: String,
+    /// Omitted when there is none: the CloudEvents schema allows no `null` here.
+    #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
     time: String,
     datacontenttype: &'static str,
@@ -64,18 +161,87 @@ pub enum Outcome {
     Rejected,
 }
 
+impl Outcome {
+    /// As spelled in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::AlreadyDone => "already_done",
+            Outcome::Failed => "failed",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a valid command failed (the `error.code` of `command.failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// Suspend of an email LastPass does not know.
+    UserNotFound,
+    /// Provision of an email whose account is suspended (it is not re-enabled).
+    AccountSuspended,
+    /// LastPass stayed unavailable through every retry round.
+    RetriesExhausted,
+    /// LastPass refused the request for good.
+    LastpassRejected,
+    /// LastPass refused the API credentials (a sync reports this; commands pause instead).
+    Unauthorized,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::UserNotFound => "user_not_found",
+            FailureCode::AccountSuspended => "account_suspended",
+            FailureCode::RetriesExhausted => "retries_exhausted",
+            FailureCode::LastpassRejected => "lastpass_rejected",
+            FailureCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// The `error.code` of a failed or rejected command: a [`FailureCode`] or a [`RejectCode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorCode {
+    Failure(FailureCode),
+    Reject(RejectCode),
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Failure(c) => c.as_str(),
+            ErrorCode::Reject(c) => c.as_str(),
+        }
+    }
+}
+
+impl From<FailureCode> for ErrorCode {
+    fn from(c: FailureCode) -> Self {
+        ErrorCode::Failure(c)
+    }
+}
+
+impl From<RejectCode> for ErrorCode {
+    fn from(c: RejectCode) -> Self {
+        ErrorCode::Reject(c)
+    }
+}
+
 /// The `error` of a failed or rejected command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     pub retryable: bool,
 }
 
 impl ErrorInfo {
-    pub fn new(code: &str, message: impl Into<String>, retryable: bool) -> Self {
+    pub fn new(code: impl Into<ErrorCode>, message: impl Into<String>, retryable: bool) -> Self {
         ErrorInfo {
-            code: code.to_string(),
+            code: code.into(),
             message: message.into(),
             retryable,
         }
@@ -84,7 +250,7 @@ impl ErrorInfo {
 
 /// The result of applying a user command, before it becomes an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolution {
+pub(crate) struct Resolution {
     pub outcome: Outcome,
     pub account_status: Option<AccountStatus>,
     pub license_reclaimed: bool,
@@ -113,7 +279,7 @@ struct CommandData<'a> {
 
 /// Builds events for one LastPass account.
 #[derive(Debug, Clone)]
-pub struct EventFactory {
+pub(crate) struct EventFactory {
     source: String,
 }
 
@@ -125,14 +291,10 @@ impl EventFactory {
         }
     }
 
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// A CloudEvent with the given routing key, id, subject and data.
     pub fn build<D: Serialize>(
         &self,
-        routing_key: &str,
+        kind: EventKind,
         id: Uuid,
         subject: Option<&str>,
         correlation_id: Option<&str>,
@@ -142,34 +304,30 @@ impl EventFactory {
             specversion: "1.0",
             id,
             source: &self.source,
-            ty: format!("{TYPE_PREFIX}{routing_key}"),
-            subject,
+            ty: format!("{TYPE_PREFIX}{kind}"),
+            subject: subject.filter(|s| !s.is_empty()),
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             datacontenttype: "application/json",
             data,
         };
         Event {
             id,
-            routing_key: routing_key.to_string(),
+            kind,
             body: serde_json::to_string(&ce).expect("events always serialize"),
             correlation_id: correlation_id.map(str::to_string),
+            error: None,
         }
     }
 
     /// The result event of a valid user command. The id depends only on the command id and the
     /// routing key, so a redelivered command yields the same id.
     pub fn command_result(&self, cmd: &Command, r: &Resolution, attempts: u32) -> Event {
-        let routing_key = match r.outcome {
-            Outcome::Applied | Outcome::AlreadyDone => match cmd.command_type() {
-                crate::command::CommandType::Provision => "user.provisioned",
-                crate::command::CommandType::Suspend => "user.suspended",
-                crate::command::CommandType::Deprovision => "user.deprovisioned",
-                crate::command::CommandType::Sync => "users.sync.completed",
-            },
-            Outcome::Failed => "command.failed",
-            Outcome::Rejected => "command.rejected",
+        let kind = match r.outcome {
+            Outcome::Applied | Outcome::AlreadyDone => EventKind::success_of(cmd.command_type()),
+            Outcome::Failed => EventKind::Failed,
+            Outcome::Rejected => EventKind::Rejected,
         };
-        let id = event_id(&format!("{}/{routing_key}", cmd.meta.command_id));
+        let id = result_event_id(cmd.meta.command_id, kind);
         let email = cmd.email().map(|e| e.as_str());
         let data = CommandData {
             command_id: Some(cmd.meta.command_id),
@@ -185,24 +343,20 @@ impl EventFactory {
             attempts,
             error: r.error.as_ref(),
         };
-        self.build(
-            routing_key,
-            id,
-            email,
-            cmd.meta.correlation_id.as_deref(),
-            data,
-        )
+        let mut event = self.build(kind, id, email, cmd.meta.correlation_id.as_deref(), data);
+        event.error = r.error.clone();
+        event
     }
 
     /// `command.rejected` for a message that is not a valid command. Its id comes from the
     /// command id when one is readable, else from the body itself, so a redelivery repeats it.
     pub fn rejected(&self, r: &Rejection, body: &[u8]) -> Event {
-        let routing_key = "command.rejected";
+        let kind = EventKind::Rejected;
         let id = match r.command_id {
-            Some(cid) => event_id(&format!("{cid}/{routing_key}")),
+            Some(cid) => result_event_id(cid, kind),
             None => Uuid::new_v5(&ID_NAMESPACE, body),
         };
-        let error = ErrorInfo::new(r.code.as_str(), r.message.clone(), false);
+        let error = ErrorInfo::new(r.code, r.message.clone(), false);
         let data = CommandData {
             command_id: r.command_id,
             command_type: r.command_type.as_deref(),
@@ -217,20 +371,21 @@ impl EventFactory {
             attempts: 0,
             error: Some(&error),
         };
-        self.build(
-            routing_key,
+        let mut event = self.build(
+            kind,
             id,
             r.email.as_deref(),
             r.correlation_id.as_deref(),
             data,
-        )
+        );
+        event.error = Some(error);
+        event
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, CommandType};
     use serde_json::{Value, json};
 
     fn suspend() -> Command {
@@ -259,7 +414,7 @@ mod tests {
             2,
         );
         assert_eq!(a.id, again.id, "a redelivery yields the same id");
-        assert_eq!(a.routing_key, "user.suspended");
+        assert_eq!(a.kind, EventKind::Suspended);
         let v: Value = serde_json::from_str(&a.body).unwrap();
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["type"], "io.github.lastpass-connector.user.suspended");
@@ -277,11 +432,19 @@ mod tests {
                 outcome: Outcome::Failed,
                 account_status: None,
                 license_reclaimed: false,
-                error: Some(ErrorInfo::new("user_not_found", "no such user", false)),
+                error: Some(ErrorInfo::new(
+                    FailureCode::UserNotFound,
+                    "no such user",
+                    false,
+                )),
             },
             1,
         );
-        assert_eq!(failed.routing_key, "command.failed");
+        assert_eq!(failed.kind, EventKind::Failed);
+        assert_eq!(
+            failed.error.as_ref().unwrap().code.as_str(),
+            "user_not_found"
+        );
         assert_ne!(failed.id, a.id);
         let v: Value = serde_json::from_str(&failed.body).unwrap();
         assert_eq!(v["data"]["error"]["code"], "user_not_found");

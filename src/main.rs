@@ -1,7 +1,9 @@
 //! The thin binary: parse the command line, start tracing, hand over to the library.
 
 use clap::{Parser, Subcommand};
-use lastpass_connector::{config, service, simulator};
+#[cfg(feature = "simulator")]
+use lastpass_connector::simulator;
+use lastpass_connector::{CancellationToken, cancel_on_signal, config};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -16,6 +18,7 @@ enum Cmd {
     /// Consume commands from RabbitMQ and apply them to LastPass.
     Run(config::RunArgs),
     /// Run the LastPass Enterprise API simulator (for tests and demos).
+    #[cfg(feature = "simulator")]
     Simulator(simulator::SimulatorArgs),
 }
 
@@ -49,14 +52,17 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match service::run(config, service::termination()).await {
+            let stop = CancellationToken::new();
+            cancel_on_signal(stop.clone());
+            match lastpass_connector::run(config, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("lastpass-connector: {e}");
+                    eprintln!("lastpass-connector: {}", chain(&e));
                     ExitCode::FAILURE
                 }
             }
         }
+        #[cfg(feature = "simulator")]
         Cmd::Simulator(args) => match simulator::run_cli(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -65,4 +71,19 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// An error with its sources, for the one line printed before exiting.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -4,172 +4,30 @@
 //! then ack), and LastPass is any [`LastPass`].
 
 use crate::apply::{self, Plan};
-use crate::command::{Action, Command, CommandType, Rejection};
-use crate::event::{ErrorInfo, Event, EventFactory, EventSink, Outcome, Resolution};
+use crate::command::{Action, Command, Prepared};
+use crate::event::{
+    ErrorInfo, Event, EventFactory, EventKind, EventSink, FailureCode, Outcome, Resolution,
+};
+use crate::gate::{Gate, probe_delay};
 use crate::lastpass::{LastPass, LastPassError};
-use crate::ledger::{Ledger, LedgerError};
+use crate::retry::{MaybeTransient, RetryPolicy, sleep_unless_cancelled};
+use crate::store::{CommandLedger, SnapshotStore, StoreError};
 use crate::sync::{SyncError, SyncSettings};
-use backon::{ExponentialBuilder, Retryable};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
-use tracing::{error, info, info_span, warn};
-use uuid::Uuid;
-
-/// How transient LastPass errors are retried.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts in process, per delivery, before a delayed redelivery (at least 1).
-    pub attempts: usize,
-    /// First in-process backoff delay (doubles, with jitter, up to `max_delay`).
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// The delays of the delayed redeliveries through `P.retry.*`, in order. When all are spent
-    /// the command fails with `retries_exhausted`. (A sync retries each page in process only,
-    /// then fails: the next sync starts over anyway.)
-    pub round_delays: Vec<Duration>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 3,
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(10),
-            round_delays: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(120),
-                Duration::from_secs(600),
-            ],
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_max_times(self.attempts.saturating_sub(1))
-    }
-}
-
-/// Open while LastPass accepts our credentials. Closed by the first authorization error; the
-/// dispatcher takes no new delivery while it is closed.
-#[derive(Clone)]
-pub struct Gate(Arc<watch::Sender<bool>>);
-
-impl Default for Gate {
-    fn default() -> Self {
-        Gate(Arc::new(watch::Sender::new(true)))
-    }
-}
-
-impl Gate {
-    pub fn is_open(&self) -> bool {
-        *self.0.borrow()
-    }
-    fn set(&self, open: bool) {
-        self.0
-            .send_if_modified(|v| std::mem::replace(v, open) != open);
-    }
-    /// Resolves when the gate is open.
-    pub async fn opened(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|open| *open).await;
-    }
-}
-
-/// A delivery as the processor sees it.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub body: Vec<u8>,
-    /// The queue it arrived on.
-    pub queue: CommandType,
-    /// Delayed redeliveries already done (header `x-lpc-retry-round`).
-    pub round: u32,
-    /// LastPass attempts already made in earlier rounds (header `x-lpc-attempts`).
-    pub attempts: u32,
-}
-
-/// A parsed delivery, ready to be sequenced and processed.
-pub enum Prepared {
-    Invalid {
-        rejection: Rejection,
-        body: Vec<u8>,
-    },
-    Valid {
-        command: Command,
-        round: u32,
-        attempts: u32,
-    },
-}
-
-impl Prepared {
-    pub fn parse(incoming: Incoming) -> Prepared {
-        match Command::parse(&incoming.body, incoming.queue) {
-            Ok(command) => Prepared::Valid {
-                command,
-                round: incoming.round,
-                attempts: incoming.attempts,
-            },
-            Err(rejection) => Prepared::Invalid {
-                rejection,
-                body: incoming.body,
-            },
-        }
-    }
-
-    /// The tracing span of this delivery: command id, correlation id and email on every line.
-    pub fn span(&self) -> tracing::Span {
-        match self {
-            Prepared::Invalid { rejection, .. } => info_span!(
-                "command",
-                command_id = rejection
-                    .command_id
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
-                correlation_id = rejection.correlation_id.as_deref().unwrap_or(""),
-                email = rejection.email.as_deref().unwrap_or(""),
-                command_type = rejection.command_type.as_deref().unwrap_or("")
-            ),
-            Prepared::Valid { command, .. } => info_span!("command",
-                command_id = %command.meta.command_id,
-                correlation_id = command.meta.correlation_id.as_deref().unwrap_or(""),
-                email = command.email().map(|e| e.as_str()).unwrap_or(""),
-                command_type = command.command_type().as_str()),
-        }
-    }
-
-    /// Commands with the same key are applied one at a time, in arrival order: the email for a
-    /// user command, one key for all syncs, none for an invalid message.
-    pub fn key(&self) -> Option<String> {
-        match self {
-            Prepared::Invalid { .. } => None,
-            Prepared::Valid { command, .. } => Some(match command.email() {
-                Some(e) => e.to_string(),
-                None => "\u{0}sync".to_string(),
-            }),
-        }
-    }
-}
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 /// What the AMQP side must do with the delivery. In every case but `Abandon`, the delivery is
 /// acked only after everything published for it is confirmed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// Publish the event, then ack.
     Publish(Event),
-    /// Publish the event and a copy of the original message to `P.dead-letter` with these
-    /// reasons in its headers, then ack.
-    Park {
-        event: Event,
-        code: String,
-        message: String,
-    },
+    /// Publish the event (a failure or rejection, whose `error` is the reason) and a copy of
+    /// the original message to `P.dead-letter` with that reason in its headers, then ack.
+    Park(Event),
     /// Publish a copy of the original to the retry queue for round `round` (1-based), carrying
     /// `attempts`, then ack.
     RetryLater {
@@ -182,21 +40,38 @@ pub enum Disposition {
 }
 
 /// Everything a delivery needs, shared by all in-flight commands.
-pub struct Processor<L: LastPass> {
+pub(crate) struct Processor<L: LastPass> {
     pub lastpass: Arc<L>,
-    pub ledger: Ledger,
+    pub ledger: Arc<dyn CommandLedger>,
+    pub snapshot: Arc<dyn SnapshotStore>,
     pub events: EventFactory,
     pub retry: RetryPolicy,
     pub sync: SyncSettings,
     pub gate: Gate,
     /// Called before retrying after an authorization error (re-reads the provhash file).
     pub reload_credentials: Arc<dyn Fn() + Send + Sync>,
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled at shutdown: stop sleeping, give unfinished deliveries back.
+    pub stop: CancellationToken,
 }
 
+#[derive(Debug, thiserror::Error)]
 enum StepError {
+    #[error(transparent)]
     LastPass(LastPassError),
-    Ledger(LedgerError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl MaybeTransient for StepError {
+    fn is_transient(&self) -> bool {
+        matches!(self, StepError::LastPass(e) if e.is_transient())
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            StepError::LastPass(e) => e.retry_after(),
+            StepError::Store(_) => None,
+        }
+    }
 }
 
 impl<L: LastPass> Processor<L> {
@@ -207,11 +82,7 @@ impl<L: LastPass> Processor<L> {
             Prepared::Invalid { rejection, body } => {
                 warn!(code = rejection.code.as_str(), reason = %rejection.message,
                     "rejected an invalid message; parking it");
-                Disposition::Park {
-                    event: self.events.rejected(&rejection, &body),
-                    code: rejection.code.as_str().to_string(),
-                    message: rejection.message,
-                }
+                Disposition::Park(self.events.rejected(&rejection, &body))
             }
             Prepared::Valid {
                 command,
@@ -271,11 +142,15 @@ impl<L: LastPass> Processor<L> {
                         error!(error = %e, "cannot record the completed command; giving it back");
                         return Disposition::Abandon;
                     }
-                    info!(outcome = ?resolution.outcome, status = ?resolution.account_status,
-                        attempts = attempts.load(Ordering::Relaxed), "command done");
+                    info!(
+                        outcome = resolution.outcome.as_str(),
+                        status = resolution.account_status.map(|s| s.as_str()),
+                        attempts = attempts.load(Ordering::Relaxed),
+                        "command done"
+                    );
                     return disposition_for(event);
                 }
-                Err(StepError::Ledger(e)) => {
+                Err(StepError::Store(e)) => {
                     error!(error = %e, "cannot write the ledger; giving the delivery back");
                     return Disposition::Abandon;
                 }
@@ -283,10 +158,13 @@ impl<L: LastPass> Processor<L> {
                     // No command's fault: hold consumption and wait for working credentials.
                     self.gate.set(false);
                     auth_failures += 1;
-                    let wait = auth_wait(auth_failures);
-                    warn!(retry_in = ?wait, "LastPass refused the API credentials (cid/provhash); \
-                        consumption is paused until they work");
-                    if self.sleep_or_shutdown(wait).await {
+                    let wait = probe_delay(auth_failures);
+                    warn!(
+                        retry_in_ms = wait.as_millis() as u64,
+                        "LastPass refused the API credentials (cid/provhash); \
+                        consumption is paused until they work"
+                    );
+                    if sleep_unless_cancelled(wait, &self.stop).await {
                         return Disposition::Abandon;
                     }
                     (self.reload_credentials)();
@@ -294,11 +172,11 @@ impl<L: LastPass> Processor<L> {
                 Err(StepError::LastPass(e)) if e.is_transient() => {
                     self.gate.set(true);
                     let attempts = attempts.load(Ordering::Relaxed);
-                    if *self.shutdown.borrow() {
+                    if self.stop.is_cancelled() {
                         return Disposition::Abandon;
                     }
                     if let Some(delay) = self.retry.round_delays.get(round as usize) {
-                        warn!(error = %e, attempts, round = round + 1, ?delay,
+                        warn!(error = %e, attempts, round = round + 1, delay_ms = delay.as_millis() as u64,
                             "LastPass still unavailable; redelivering later");
                         return Disposition::RetryLater {
                             round: round + 1,
@@ -311,7 +189,7 @@ impl<L: LastPass> Processor<L> {
                         account_status: None,
                         license_reclaimed: false,
                         error: Some(ErrorInfo::new(
-                            "retries_exhausted",
+                            FailureCode::RetriesExhausted,
                             format!("gave up after {attempts} attempts: {e}"),
                             true,
                         )),
@@ -331,7 +209,11 @@ impl<L: LastPass> Processor<L> {
                         outcome: Outcome::Failed,
                         account_status: None,
                         license_reclaimed: false,
-                        error: Some(ErrorInfo::new("lastpass_rejected", e.to_string(), false)),
+                        error: Some(ErrorInfo::new(
+                            FailureCode::LastpassRejected,
+                            e.to_string(),
+                            false,
+                        )),
                     };
                     let event = self.events.command_result(
                         &command,
@@ -371,7 +253,7 @@ impl<L: LastPass> Processor<L> {
                         self.ledger
                             .record_intent(command.meta.command_id)
                             .await
-                            .map_err(StepError::Ledger)?;
+                            .map_err(StepError::Store)?;
                         acted.store(true, Ordering::Relaxed);
                     }
                     apply::act(&*self.lastpass, &act)
@@ -380,43 +262,18 @@ impl<L: LastPass> Processor<L> {
                 }
             }
         };
-        let sleeper = self.shutdown.clone();
-        once.retry(self.retry.backoff())
-            .sleep(move |d| {
-                let mut shutdown = sleeper.clone();
-                async move {
-                    // Stop sleeping at shutdown: the next attempt fails fast into Abandon.
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown.wait_for(|s| *s) => {}
-                    }
-                }
-            })
-            .when(|e| {
-                matches!(e, StepError::LastPass(e) if e.is_transient()) && !*self.shutdown.borrow()
-            })
-            .adjust(|e, d| match (e, d) {
-                (StepError::LastPass(e), Some(d)) => {
-                    Some(e.retry_after().map_or(d, |ra| ra.max(d)))
-                }
-                (_, d) => d,
-            })
-            .notify(|e, d| {
-                if let StepError::LastPass(e) = e {
-                    warn!(error = %e, retry_in = ?d, "LastPass call failed; retrying");
-                }
-            })
-            .await
+        self.retry.run(&self.stop, "look and act", once).await
     }
 
     async fn process_sync<S: EventSink>(&self, command: Command, sink: &S) -> Disposition {
         let started = std::time::Instant::now();
         let result = crate::sync::run(
             &*self.lastpass,
-            &self.ledger,
+            &*self.snapshot,
             &self.events,
             &self.sync,
             &self.retry,
+            &self.stop,
             &command.meta,
             sink,
         )
@@ -431,10 +288,13 @@ impl<L: LastPass> Processor<L> {
                     error!(error = %e, "cannot record the completed sync; giving it back");
                     return Disposition::Abandon;
                 }
-                info!(elapsed = ?started.elapsed(), "sync complete");
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "sync complete"
+                );
                 Disposition::Publish(completed)
             }
-            Err(SyncError::Publish(e)) | Err(SyncError::Ledger(e)) => {
+            Err(e @ (SyncError::Publish(_) | SyncError::Store(_))) => {
                 error!(error = %e, "sync could not publish or record its events; giving it back");
                 Disposition::Abandon
             }
@@ -443,15 +303,17 @@ impl<L: LastPass> Processor<L> {
                     self.gate.set(false);
                     (self.reload_credentials)();
                 }
-                if *self.shutdown.borrow() {
+                if self.stop.is_cancelled() {
                     return Disposition::Abandon;
                 }
                 let (code, retryable, attempts) = match &e {
-                    LastPassError::Unauthorized => ("unauthorized", true, 1),
-                    e if e.is_transient() => ("retries_exhausted", true, self.retry.attempts),
-                    _ => ("lastpass_rejected", false, 1),
+                    LastPassError::Unauthorized => (FailureCode::Unauthorized, true, 1),
+                    e if e.is_transient() => {
+                        (FailureCode::RetriesExhausted, true, self.retry.attempts)
+                    }
+                    _ => (FailureCode::LastpassRejected, false, 1),
                 };
-                warn!(error = %e, code, "sync failed part-way; nobody is marked Deprovisioned");
+                warn!(error = %e, code = code.as_str(), "sync failed part-way; nobody is marked Deprovisioned");
                 let resolution = Resolution {
                     outcome: Outcome::Failed,
                     account_status: None,
@@ -466,56 +328,25 @@ impl<L: LastPass> Processor<L> {
             }
         }
     }
-
-    /// Sleeps, or returns true at once if shutdown starts.
-    async fn sleep_or_shutdown(&self, d: Duration) -> bool {
-        let mut shutdown = self.shutdown.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(d) => *self.shutdown.borrow(),
-            _ = shutdown.wait_for(|s| *s) => true,
-        }
-    }
-}
-
-/// Delay before the n-th credential retry: 1 s, 2 s, 4 s, ... capped at 30 s.
-fn auth_wait(n: u32) -> Duration {
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
 }
 
 /// Failed commands are parked; everything else is published.
 fn disposition_for(event: Event) -> Disposition {
-    if event.routing_key == "command.failed" {
-        let (code, message) = error_of(&event);
-        Disposition::Park {
-            event,
-            code,
-            message,
-        }
+    if event.kind == EventKind::Failed {
+        Disposition::Park(event)
     } else {
         Disposition::Publish(event)
     }
 }
 
-fn error_of(event: &Event) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_str(&event.body).unwrap_or_default();
-    let e = &v["data"]["error"];
-    (
-        e["code"].as_str().unwrap_or("failed").to_string(),
-        e["message"].as_str().unwrap_or("").to_string(),
-    )
-}
-
-/// The event id a command's result will carry when it ends with `routing_key`.
-pub fn expected_event_id(command_id: Uuid, routing_key: &str) -> Uuid {
-    crate::event::event_id(&format!("{command_id}/{routing_key}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{CommandType, Incoming};
     use crate::event::PublishError;
     use crate::fake::FakeLastPass;
     use std::sync::atomic::AtomicUsize;
+    use uuid::Uuid;
 
     struct NoSink;
     impl EventSink for NoSink {
@@ -534,7 +365,6 @@ mod tests {
     struct Setup {
         p: Processor<FakeLastPass>,
         reloads: Arc<AtomicUsize>,
-        _stop: watch::Sender<bool>,
         _dir: tempfile::TempDir,
     }
 
@@ -542,10 +372,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reloads = Arc::new(AtomicUsize::new(0));
         let r = reloads.clone();
-        let (stop, rx) = watch::channel(false);
+        let (ledger, snapshot) =
+            crate::store::open_embedded(dir.path(), Duration::from_secs(60)).unwrap();
         let p = Processor {
             lastpass: Arc::new(FakeLastPass::new()),
-            ledger: Ledger::open(dir.path(), Duration::from_secs(60)).unwrap(),
+            ledger: Arc::new(ledger),
+            snapshot: Arc::new(snapshot),
             events: EventFactory::new("1"),
             retry: RetryPolicy {
                 attempts: 2,
@@ -558,12 +390,11 @@ mod tests {
             reload_credentials: Arc::new(move || {
                 r.fetch_add(1, Ordering::Relaxed);
             }),
-            shutdown: rx,
+            stop: CancellationToken::new(),
         };
         Setup {
             p,
             reloads,
-            _stop: stop,
             _dir: dir,
         }
     }
@@ -580,7 +411,7 @@ mod tests {
 
     fn outcome(d: &Disposition) -> serde_json::Value {
         let e = match d {
-            Disposition::Publish(e) | Disposition::Park { event: e, .. } => e,
+            Disposition::Publish(e) | Disposition::Park(e) => e,
             other => panic!("no event in {other:?}"),
         };
         serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["data"].clone()
@@ -636,10 +467,13 @@ mod tests {
         let d =
             s.p.process(incoming("user.suspend", "x@example.com", id, 1), &NoSink)
                 .await;
-        let Disposition::Park { code, .. } = &d else {
+        let Disposition::Park(event) = &d else {
             panic!("{d:?}")
         };
-        assert_eq!(code, "retries_exhausted");
+        assert_eq!(
+            event.error.as_ref().unwrap().code,
+            FailureCode::RetriesExhausted.into()
+        );
         assert_eq!(outcome(&d)["attempts"], 4);
         // Not recorded: a later re-drive applies it.
         let d =
@@ -690,10 +524,10 @@ mod tests {
                 &NoSink,
             )
             .await;
-        let Disposition::Park { code, event, .. } = d else {
+        let Disposition::Park(event) = d else {
             panic!("not parked")
         };
-        assert_eq!(code, "not_json");
-        assert_eq!(event.routing_key, "command.rejected");
+        assert_eq!(event.error.unwrap().code.as_str(), "not_json");
+        assert_eq!(event.kind, EventKind::Rejected);
     }
 }

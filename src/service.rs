@@ -1,33 +1,43 @@
-//! `lastpass-connector run`: wires the configuration into a LastPass client, the ledger, the
-//! processor and the AMQP consumer, and runs until the shutdown future resolves.
+//! `lastpass-connector run`: wires the configuration into a LastPass client, the store, the
+//! processor and the AMQP consumer, and runs until `stop` is cancelled, or until the consumer
+//! ends or panics on its own, which is an error (the process exits non-zero and its supervisor
+//! restarts it, rather than staying up consuming nothing).
 
 use crate::amqp::{self, AmqpSettings, Names, TopologyOptions};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::event::EventFactory;
-use crate::lastpass::{Client, ClientConfig};
-use crate::ledger::Ledger;
-use crate::processor::{Gate, Processor};
+use crate::gate::Gate;
+use crate::lastpass::{Client, ClientConfig, LastPassError};
+use crate::processor::Processor;
+use crate::store::{CommandLedger, StoreError};
 use crate::sync::SyncSettings;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
 
-/// Startup failed (the process exits non-zero; the message names the cause).
+/// Why `run` failed: at startup (the message names the cause), or later because the consumer
+/// died.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum RunError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     #[error(transparent)]
-    Ledger(#[from] crate::ledger::LedgerError),
-    #[error("LastPass client: {0}")]
-    Client(String),
+    Store(#[from] StoreError),
+    #[error("the LastPass client cannot be built")]
+    Client(#[source] LastPassError),
+    #[error("the consumer task panicked: {0}")]
+    ConsumerPanicked(String),
+    #[error("the consumer task ended without being asked to stop")]
+    ConsumerEnded,
 }
 
-/// Runs the connector until `shutdown` resolves, then stops taking deliveries, finishes (or
-/// gives back) what is in flight, and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Runs the connector until `stop` is cancelled, then stops taking deliveries, finishes (or
+/// gives back) what is in flight, and returns `Ok`. Returns `Err` at once if the consumer task
+/// ends or panics before that.
+pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError> {
     let provhash = config.provhash.load()?;
     let client = Client::new(ClientConfig {
         api_url: config.api_url.clone(),
@@ -35,9 +45,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         provhash,
         timeout: config.lastpass_timeout,
     })
-    .map_err(|e| StartError::Client(e.to_string()))?;
-    let ledger = Ledger::open(&config.state_dir, config.ledger_retention)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    .map_err(RunError::Client)?;
+    let (ledger, snapshot) =
+        crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
+    let ledger: Arc<dyn CommandLedger> = Arc::new(ledger);
 
     let reload = {
         let client = client.clone();
@@ -50,6 +61,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let processor = Arc::new(Processor {
         lastpass: Arc::new(client),
         ledger: ledger.clone(),
+        snapshot: Arc::new(snapshot),
         events: EventFactory::new(&config.cid),
         retry: config.retry.clone(),
         sync: SyncSettings {
@@ -57,7 +69,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         },
         gate: Gate::default(),
         reload_credentials: reload,
-        shutdown: stop_rx.clone(),
+        stop: stop.clone(),
     });
     let settings = AmqpSettings {
         url: config.amqp_url.clone(),
@@ -75,34 +87,80 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown_grace: config.shutdown_grace,
         sync_interval: config.sync_interval,
     };
-    let (connected_tx, _connected_rx) = watch::channel(false);
+    let (connected, _) = watch::channel(false);
 
-    let pruner = tokio::spawn(prune_periodically(ledger));
-    info!(prefix = %config.prefix, cid = %config.cid, api = %config.api_url, "starting");
-    let consumer = tokio::spawn(amqp::run(settings, processor, connected_tx));
-    shutdown.await;
-    info!("shutdown requested");
-    stop_tx.send_replace(true);
-    let _ = consumer.await;
-    pruner.abort();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        prefix = %config.prefix,
+        cid = %config.cid,
+        api = %config.api_url,
+        "starting"
+    );
+    let tasks = TaskTracker::new();
+    tasks.spawn(prune_periodically(ledger, stop.clone()));
+    let mut consumer = tasks.spawn(amqp::run(settings, processor, connected));
+    tasks.close();
+
+    let result = tokio::select! {
+        ended = &mut consumer => {
+            // The consumer returns on its own only once `stop` is cancelled.
+            if stop.is_cancelled() { consumer_result(ended) } else {
+                let err = consumer_result(ended).err().unwrap_or(RunError::ConsumerEnded);
+                error!(error = %err, "the consumer died; stopping so that a supervisor restarts the process");
+                Err(err)
+            }
+        }
+        _ = stop.cancelled() => {
+            info!("shutdown requested");
+            consumer_result(consumer.await)
+        }
+    };
+    stop.cancel();
+    tasks.wait().await;
     info!("stopped");
-    Ok(())
+    result
 }
 
-async fn prune_periodically(ledger: Ledger) {
+fn consumer_result(r: Result<(), tokio::task::JoinError>) -> Result<(), RunError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Err(RunError::ConsumerPanicked(text))
+        }
+        Err(_) => Err(RunError::ConsumerEnded),
+    }
+}
+
+async fn prune_periodically(ledger: Arc<dyn CommandLedger>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         match ledger.prune().await {
             Ok(0) => {}
             Ok(n) => info!(removed = n, "pruned the ledger"),
-            Err(e) => warn!(error = %e, "could not prune the ledger"),
+            Err(e) => warn!(error = %crate::error_chain(&e), "could not prune the ledger"),
         }
     }
 }
 
-/// Resolves at SIGTERM or SIGINT.
-pub async fn termination() {
+/// Cancels `stop` at SIGTERM or SIGINT.
+pub fn cancel_on_signal(stop: CancellationToken) {
+    tokio::spawn(async move {
+        termination().await;
+        stop.cancel();
+    });
+}
+
+async fn termination() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -42,6 +42,7 @@ impl AccountStatus {
         }
     }
 
+    #[cfg(test)]
     pub fn parse(s: &str) -> Option<Self> {
         [
             Self::Active,

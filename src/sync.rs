@@ -10,22 +10,22 @@
 //! still there.
 
 use crate::command::Meta;
-use crate::event::{Event, EventFactory, EventSink, event_id};
-use crate::lastpass::{LastPass, LastPassError, User};
-use crate::ledger::{Ledger, SnapshotEntry};
-use crate::processor::RetryPolicy;
+use crate::event::{Event, EventFactory, EventKind, EventSink, PublishError, event_id};
+use crate::lastpass::{LastPass, LastPassError, User, next_page};
+use crate::retry::RetryPolicy;
 use crate::status::{AccountStatus, Role};
-use backon::{ExponentialBuilder, Retryable};
+use crate::store::{SnapshotEntry, SnapshotStore, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 use uuid::Uuid;
 
 /// Sync settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncSettings {
+pub(crate) struct SyncSettings {
     /// `getuserdata` page size.
     pub page_size: u32,
 }
@@ -40,13 +40,13 @@ impl Default for SyncSettings {
 
 /// Why a sync stopped part-way.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error(transparent)]
-    LastPass(LastPassError),
-    #[error("publishing: {0}")]
-    Publish(String),
-    #[error("state store: {0}")]
-    Ledger(String),
+    LastPass(#[from] LastPassError),
+    #[error("publishing the sync's events")]
+    Publish(#[from] PublishError),
+    #[error("recording the sync snapshot")]
+    Store(#[from] StoreError),
 }
 
 #[derive(Serialize)]
@@ -92,7 +92,7 @@ fn synced_event(events: &EventFactory, meta: &Meta, user: &User) -> Event {
         groups: &user.groups,
     };
     events.build(
-        "user.synced",
+        EventKind::Synced,
         event_id(&format!("{}/{}", meta.command_id, user.uid)),
         Some(&user.email),
         meta.correlation_id.as_deref(),
@@ -113,7 +113,7 @@ fn gone_event(events: &EventFactory, meta: &Meta, uid: &str, email: &str) -> Eve
         groups: &[],
     };
     events.build(
-        "user.synced",
+        EventKind::Synced,
         event_id(&format!("{}/{uid}", meta.command_id)),
         Some(email),
         meta.correlation_id.as_deref(),
@@ -121,29 +121,22 @@ fn gone_event(events: &EventFactory, meta: &Meta, uid: &str, email: &str) -> Eve
     )
 }
 
-fn backoff(retry: &RetryPolicy) -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(retry.min_delay)
-        .with_max_delay(retry.max_delay)
-        .with_jitter()
-        .with_max_times(retry.attempts.saturating_sub(1))
-}
-
 /// Runs one sync and returns its `users.sync.completed` event, not yet published. Every
 /// `user.synced` event has been confirmed by the sink when this returns `Ok`.
-pub async fn run<L: LastPass, S: EventSink>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<L: LastPass, S: EventSink>(
     lp: &L,
-    ledger: &Ledger,
+    ledger: &dyn SnapshotStore,
     events: &EventFactory,
     settings: &SyncSettings,
     retry: &RetryPolicy,
+    stop: &CancellationToken,
     meta: &Meta,
     sink: &S,
 ) -> Result<Event, SyncError> {
     let started = Instant::now();
     let page_size = settings.page_size.max(1);
-    let ledger_err = |e: crate::ledger::LedgerError| SyncError::Ledger(e.to_string());
-    ledger.begin_staging().await.map_err(ledger_err)?;
+    ledger.begin_staging().await?;
     let mut done = CompletedData {
         sync_id: meta.command_id,
         correlation_id: meta.correlation_id.clone(),
@@ -163,21 +156,17 @@ pub async fn run<L: LastPass, S: EventSink>(
 
     let mut index = 0u32;
     loop {
-        let page = (|| lp.list_page(index, page_size))
-            .retry(backoff(retry))
-            .when(LastPassError::is_transient)
-            .adjust(|e, d| d.map(|d| e.retry_after().map_or(d, |ra| ra.max(d))))
-            .notify(|e, d| warn!(error = %e, retry_in = ?d, page = index, "getuserdata failed; retrying"))
-            .await
-            .map_err(SyncError::LastPass)?;
+        let page = retry
+            .run(stop, "getuserdata (a page)", || {
+                lp.list_page(index, page_size)
+            })
+            .await?;
         let batch: Vec<Event> = page
             .users
             .iter()
             .map(|u| synced_event(events, meta, u))
             .collect();
-        sink.publish(&batch)
-            .await
-            .map_err(|e| SyncError::Publish(e.to_string()))?;
+        sink.publish(&batch).await?;
         drop(batch);
         let entries = page
             .users
@@ -193,22 +182,18 @@ pub async fn run<L: LastPass, S: EventSink>(
                 )
             })
             .collect();
-        ledger.stage(entries).await.map_err(ledger_err)?;
+        ledger.stage(entries).await?;
         done.pending_invitations = done.pending_invitations.max(page.invited.len() as u64);
-        let seen = (u64::from(index) + 1) * u64::from(page_size);
-        if (page.users.len() as u64) < u64::from(page_size) || seen >= page.total {
-            break;
+        match next_page(index, page_size, &page) {
+            Some(next) => index = next,
+            None => break,
         }
-        index += 1;
     }
 
     // Accounts the last complete sync saw and this one did not.
     let mut after: Option<String> = None;
     loop {
-        let missing = ledger
-            .missing_from_staging(after.clone(), 500)
-            .await
-            .map_err(ledger_err)?;
+        let missing = ledger.missing_from_staging(after.clone(), 500).await?;
         let Some((last, _)) = missing.last() else {
             break;
         };
@@ -217,11 +202,9 @@ pub async fn run<L: LastPass, S: EventSink>(
         let mut staged = Vec::new();
         for (uid, entry) in missing {
             let still_there = match crate::email::Email::parse(&entry.email) {
-                Ok(email) => (|| lp.find_user(&email))
-                    .retry(backoff(retry))
-                    .when(LastPassError::is_transient)
-                    .await
-                    .map_err(SyncError::LastPass)?
+                Ok(email) => retry
+                    .run(stop, "getuserdata (a look-up)", || lp.find_user(&email))
+                    .await?
                     .filter(|u| u.uid == uid),
                 Err(_) => None,
             };
@@ -248,14 +231,12 @@ pub async fn run<L: LastPass, S: EventSink>(
                 }
             }
         }
-        sink.publish(&batch)
-            .await
-            .map_err(|e| SyncError::Publish(e.to_string()))?;
+        sink.publish(&batch).await?;
         if !staged.is_empty() {
-            ledger.stage(staged).await.map_err(ledger_err)?;
+            ledger.stage(staged).await?;
         }
     }
-    ledger.commit_staging().await.map_err(ledger_err)?;
+    ledger.commit_staging().await?;
     done.duration_ms = started.elapsed().as_millis() as u64;
     info!(
         total = done.total,
@@ -263,8 +244,8 @@ pub async fn run<L: LastPass, S: EventSink>(
         "sync finished"
     );
     Ok(events.build(
-        "users.sync.completed",
-        event_id(&format!("{}/users.sync.completed", meta.command_id)),
+        EventKind::SyncCompleted,
+        crate::event::result_event_id(meta.command_id, EventKind::SyncCompleted),
         None,
         meta.correlation_id.as_deref(),
         done,
@@ -312,7 +293,10 @@ mod tests {
         }
     }
 
-    async fn sync(lp: &FakeLastPass, ledger: &Ledger) -> Result<(Vec<Value>, Value), SyncError> {
+    async fn sync(
+        lp: &FakeLastPass,
+        ledger: &dyn SnapshotStore,
+    ) -> Result<(Vec<Value>, Value), SyncError> {
         let sink = Sink::default();
         let done = run(
             lp,
@@ -320,6 +304,7 @@ mod tests {
             &EventFactory::new("1"),
             &SyncSettings { page_size: 3 },
             &retry(),
+            &CancellationToken::new(),
             &meta(),
             &sink,
         )
@@ -340,7 +325,8 @@ mod tests {
     #[tokio::test]
     async fn statuses_deprovisions_renames_and_failures() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let (_, ledger) = crate::store::open_embedded(dir.path(), Duration::from_secs(60)).unwrap();
+        let ledger = &ledger;
         let lp = FakeLastPass::new();
         lp.add("active@x.io", false, false, true);
         lp.add("off@x.io", true, true, false);
@@ -348,7 +334,7 @@ mod tests {
         for i in 0..5 {
             lp.add(&format!("u{i}@x.io"), false, false, false);
         }
-        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        let (events, done) = sync(&lp, ledger).await.unwrap();
         assert_eq!(events.len(), 8);
         assert_eq!(status_of(&events, "active@x.io"), "Active");
         assert_eq!(status_of(&events, "off@x.io"), "Suspended");
@@ -374,10 +360,10 @@ mod tests {
                 retry_after: None,
             },
         ]);
-        assert!(sync(&lp, &ledger).await.is_err());
+        assert!(sync(&lp, ledger).await.is_err());
         assert_eq!(ledger.snapshot_len().await.unwrap(), 8);
 
-        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        let (events, done) = sync(&lp, ledger).await.unwrap();
         assert_eq!(status_of(&events, "u0@x.io"), "Deprovisioned");
         assert_eq!(status_of(&events, "u1@x.io"), "Deprovisioned");
         assert_eq!(status_of(&events, "u3@x.io"), "Suspended");
@@ -391,7 +377,7 @@ mod tests {
         assert_eq!(ledger.snapshot_len().await.unwrap(), 6);
 
         // The next sync does not report them again.
-        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        let (events, done) = sync(&lp, ledger).await.unwrap();
         assert_eq!(done["data"]["deprovisioned"], 0);
         assert!(
             events

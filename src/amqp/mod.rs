@@ -1,13 +1,12 @@
-//! Everything that knows lapin: the topology, the confirming publisher, and the consumer loop
-//! (connect, declare, consume, dispatch, carry out each [`crate::processor::Disposition`], ack,
+//! Everything that knows lapin: the topology, the confirming publisher, and the consumer
+//! (connect, set up, dispatch, carry out each [`crate::processor::Disposition`], ack, drain,
 //! reconnect).
 
 mod consumer;
 mod publisher;
 mod topology;
 
-pub use consumer::{AmqpSettings, run};
-pub use publisher::Publisher;
+pub(crate) use consumer::{AmqpSettings, run};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 
 /// Headers the connector reads and writes.

@@ -14,24 +14,24 @@ use std::time::Duration;
 
 /// A confirm-mode channel and the names it publishes to. Cheap to clone.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     channel: Channel,
     names: Arc<Names>,
 }
 
-fn failed(e: impl std::fmt::Display) -> PublishError {
-    PublishError(e.to_string())
+fn failed(e: lapin::Error) -> PublishError {
+    PublishError::Amqp(Box::new(e))
 }
 
 async fn confirmed(confirm: PublisherConfirm) -> Result<(), PublishError> {
     match confirm.await.map_err(failed)? {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) => Err(PublishError(format!(
-            "returned by the broker: {} {}",
-            r.reply_code, r.reply_text
-        ))),
-        Confirmation::Nack(None) => Err(PublishError("nacked by the broker".into())),
-        Confirmation::NotRequested => Err(PublishError("channel is not in confirm mode".into())),
+        Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r)) => Err(PublishError::Returned {
+            code: r.reply_code,
+            text: r.reply_text.to_string(),
+        }),
+        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        Confirmation::NotRequested => Err(PublishError::NotConfirming),
     }
 }
 
@@ -84,16 +84,20 @@ impl Publisher {
         p
     }
 
-    /// Publishes a copy of a delivery to `P.dead-letter`, unchanged but for the reason headers.
+    /// Publishes a copy of a delivery to `P.dead-letter`, unchanged but for the reason headers
+    /// (the `error` of `event`, the failure or rejection it was parked with).
     pub async fn park(
         &self,
         body: &[u8],
         properties: &BasicProperties,
         queue: CommandType,
         routing_key: &str,
-        code: &str,
-        message: &str,
+        event: &Event,
     ) -> Result<PublisherConfirm, PublishError> {
+        let (code, message) = match &event.error {
+            Some(e) => (e.code.as_str(), e.message.as_str()),
+            None => (event.kind.routing_key(), ""),
+        };
         let props = with_headers(
             properties,
             vec![
@@ -179,7 +183,7 @@ impl Publisher {
                 self.channel
                     .basic_publish(
                         self.names.events().into(),
-                        e.routing_key.as_str().into(),
+                        e.kind.routing_key().into(),
                         mandatory(),
                         e.body.as_bytes(),
                         Self::event_properties(e),

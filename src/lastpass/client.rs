@@ -11,29 +11,32 @@ use super::{
     DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, User, UserPage,
 };
 use crate::email::Email;
+use crate::error_chain;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The LastPass API secret (`provhash`). `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Provhash(String);
+/// The LastPass API secret (`provhash`): a [`secrecy::SecretString`], zeroized on drop, never in
+/// `Debug` or `Display`; [`Provhash::expose`] is called only where it goes into a request body.
+#[derive(Clone)]
+pub struct Provhash(SecretString);
 
 impl Provhash {
     pub fn new(secret: String) -> Self {
-        Provhash(secret)
+        Provhash(SecretString::from(secret))
     }
 
     /// The secret itself: only for putting it into the request body.
-    pub fn expose(&self) -> &str {
-        &self.0
+    pub(crate) fn expose(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
 impl From<String> for Provhash {
     fn from(secret: String) -> Self {
-        Provhash(secret)
+        Provhash::new(secret)
     }
 }
 
@@ -86,7 +89,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("api_url", &self.inner.api_url)
             .field("cid", &self.inner.cid)
-            .field("provhash", &Provhash(String::new()))
+            .field("provhash", &format_args!("Provhash(***)"))
             .field("timeout", &self.inner.timeout)
             .finish()
     }
@@ -162,12 +165,16 @@ impl Client {
     /// XML auth error.
     async fn call(&self, cmd: &'static str, data: Value) -> Result<Vec<u8>, LastPassError> {
         let secret = self.provhash();
-        let result = self.call_inner(cmd, data, &secret).await;
+        // Scrubbed first: nothing below this line, logging included, can see the secret.
+        let result = self
+            .call_inner(cmd, data, &secret)
+            .await
+            .map_err(|e| scrub(e, secret.expose()));
         match &result {
             Ok(_) => tracing::debug!(cmd, "LastPass call answered"),
             Err(e) => tracing::debug!(cmd, error = %e, "LastPass call failed"),
         }
-        result.map_err(|e| scrub(e, secret.expose()))
+        result
     }
 
     async fn call_inner(
@@ -227,20 +234,6 @@ impl Client {
             retry_after: None,
         }
     }
-}
-
-/// An error and its sources, `a: b: c`, skipping a source already contained in its parent.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// `Retry-After`: delay-seconds, or an HTTP date (RFC 2822 form).

@@ -142,8 +142,15 @@ pub fn pages<L: LastPass>(
     futures_util::stream::try_unfold(Some(0u32), move |next| async move {
         let Some(index) = next else { return Ok(None) };
         let page = lastpass.list_page(index, page_size).await?;
-        let seen = (u64::from(index) + 1) * u64::from(page_size);
-        let more = (page.users.len() as u64) >= u64::from(page_size) && seen < page.total;
-        Ok(Some((page, more.then_some(index + 1))))
+        let next = next_page(index, page_size, &page);
+        Ok(Some((page, next)))
     })
+}
+
+/// The paging rule, in one place: the index of the page after `page` (page `index` of size
+/// `page_size`), or `None` when it was the last one.
+pub(crate) fn next_page(index: u32, page_size: u32, page: &UserPage) -> Option<u32> {
+    let seen = (u64::from(index) + 1) * u64::from(page_size);
+    let more = (page.users.len() as u64) >= u64::from(page_size) && seen < page.total;
+    more.then_some(index + 1)
 }

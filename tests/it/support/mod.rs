@@ -1,26 +1,22 @@
 //! Shared test support: the real RabbitMQ under a random prefix, an event tap, the connector run
 //! in process, and cleanup that leaves nothing behind (even when a test panics).
-#![allow(dead_code)]
 
-#[path = "schemas.rs"]
 pub mod schemas;
-#[path = "sim.rs"]
-pub mod sim;
+pub mod simulator;
 
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lastpass_connector::amqp::{Names, TopologyOptions, declare_topology};
 use lastpass_connector::command::CommandType;
-use lastpass_connector::config::{Config, ProvhashSource};
-use lastpass_connector::lastpass::Provhash;
-use lastpass_connector::processor::RetryPolicy;
+use lastpass_connector::config::Config;
+use lastpass_connector::retry::RetryPolicy;
+use lastpass_connector::{CancellationToken, RunError};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub fn amqp_url() -> String {
@@ -202,28 +198,11 @@ impl Broker {
         out
     }
 
-    /// Messages ready in a queue of this prefix.
-    pub async fn depth(&self, queue: &str) -> u32 {
-        let q = self
-            .ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        q.message_count()
-    }
-
     /// The connector binary's `run`, configured by environment as an operator would, against
     /// `sim` under this prefix, with the test retry delays. Add more `.env(..)` as needed.
     pub fn connector_process(
         &self,
-        sim: &sim::TestSim,
+        sim: &simulator::TestSim,
         state_dir: &std::path::Path,
     ) -> std::process::Command {
         let delays = test_retry()
@@ -248,24 +227,50 @@ impl Broker {
         c
     }
 
-    /// A connector configuration against `api_url` under this prefix.
-    pub fn config(&self, sim: &sim::TestSim, state_dir: PathBuf, retry: RetryPolicy) -> Config {
-        Config {
-            amqp_url: amqp_url(),
-            api_url: sim.api_url(),
-            cid: sim.cid(),
-            provhash: ProvhashSource::Value(Provhash::new(sim.provhash())),
-            lastpass_timeout: Duration::from_secs(2),
-            prefix: self.names.prefix.clone(),
-            state_dir,
-            concurrency: 4,
-            ledger_retention: Duration::from_secs(3600),
-            retry,
-            delivery_limit: self.options.delivery_limit,
-            sync_interval: None,
-            sync_page_size: 100,
-            shutdown_grace: Duration::from_secs(10),
-        }
+    /// A connector configuration against `sim` under this prefix, built by the same parser as
+    /// `lastpass-connector run` (the provhash through a file, as an operator should pass it).
+    pub fn config(
+        &self,
+        sim: &simulator::TestSim,
+        state_dir: PathBuf,
+        retry: RetryPolicy,
+    ) -> Config {
+        let provhash_file = state_dir.with_extension("provhash");
+        std::fs::write(&provhash_file, sim.provhash()).expect("write the provhash file");
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let delays = retry
+            .round_delays
+            .iter()
+            .map(|d| ms(*d))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args: Vec<String> = [
+            ("--amqp-url", amqp_url()),
+            ("--lastpass-api-url", sim.api_url()),
+            ("--lastpass-cid", sim.cid()),
+            (
+                "--lastpass-provhash-file",
+                provhash_file.display().to_string(),
+            ),
+            ("--lastpass-timeout", "2s".into()),
+            ("--prefix", self.names.prefix.clone()),
+            ("--state-dir", state_dir.display().to_string()),
+            ("--concurrency", "4".into()),
+            ("--ledger-retention", "1h".into()),
+            ("--retry-attempts", retry.attempts.to_string()),
+            ("--retry-min-delay", ms(retry.min_delay)),
+            ("--retry-max-delay", ms(retry.max_delay)),
+            ("--retry-delays", delays),
+            ("--delivery-limit", self.options.delivery_limit.to_string()),
+            ("--sync-page-size", "100".into()),
+            ("--shutdown-grace", "10s".into()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect();
+        let config = Config::parse_from(args).expect("a valid test configuration");
+        assert_eq!(config.retry, retry, "the parser keeps the retry policy");
+        config
     }
 }
 
@@ -295,7 +300,7 @@ impl Drop for Broker {
                 queues.push(names.unrouted());
                 let mut exchanges = vec![names.commands(), names.events(), names.unrouted()];
                 // Also the default delays, in case a test ran the binary without setting them.
-                let defaults = lastpass_connector::processor::RetryPolicy::default().round_delays;
+                let defaults = RetryPolicy::default().round_delays;
                 for d in delays.into_iter().chain(defaults) {
                     queues.push(names.retry(d));
                     exchanges.push(names.retry(d));
@@ -407,42 +412,54 @@ impl Tap {
 
 /// The connector, run in this process until stopped.
 pub struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
 impl Running {
     pub fn start(config: Config) -> Running {
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            lastpass_connector::service::run(config, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("connector starts");
-        });
-        Running {
-            stop: Some(tx),
-            task,
-        }
+        init_test_log();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lastpass_connector::run(config, stop.clone()));
+        Running { stop, task }
     }
 
     /// Signals shutdown and waits for the connector to finish.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), &mut self.task)
             .await
             .expect("connector stops within 30 s")
-            .expect("connector task did not panic");
+            .expect("connector task did not panic")
+            .expect("connector ran and stopped cleanly");
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.stop.cancel();
         self.task.abort();
     }
+}
+
+/// `TEST_LOG=1` (or a filter such as `TEST_LOG=lastpass_connector=debug`) shows the connector's
+/// logs of in-process runs, captured per test so a failing test prints them.
+pub fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let Ok(filter) = std::env::var("TEST_LOG") else {
+        return;
+    };
+    ONCE.call_once(|| {
+        let filter = if filter == "1" || filter.is_empty() {
+            "info".to_string()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 pub fn command(kind: &str, email: &str) -> (String, Value) {
@@ -456,16 +473,4 @@ pub fn command(kind: &str, email: &str) -> (String, Value) {
         v["user"]["last_name"] = "Doe".into();
     }
     (id, v)
-}
-
-/// Declares an exchange (for tests that need extra bindings).
-pub async fn declare_fanout(ch: &Channel, name: &str) {
-    ch.exchange_declare(
-        name.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
 }

@@ -3,18 +3,22 @@
 //! faults, retries exhausted, the auth-error pause, invalid messages, a cut connection and
 //! SIGTERM with commands in flight.
 
-mod support;
-
+use crate::support::simulator::{self as sim, TestSim};
+use crate::support::{Broker, Running, command, test_retry};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::sim::{self, TestSim};
-use support::{Broker, Running, command, test_retry};
 
 const T: Duration = Duration::from_secs(15);
 
 async fn setup(
     users: &[(&str, bool, bool)],
-) -> (Broker, TestSim, Running, support::Tap, tempfile::TempDir) {
+) -> (
+    Broker,
+    TestSim,
+    Running,
+    crate::support::Tap,
+    tempfile::TempDir,
+) {
     let sim = TestSim::start().await;
     for (email, disabled, never) in users {
         sim.add(email, *disabled, *never);
@@ -42,7 +46,7 @@ fn routing(ev: &Value) -> &str {
 /// outcome and account_status. Returns the event and the command sent.
 async fn row(
     broker: &Broker,
-    tap: &mut support::Tap,
+    tap: &mut crate::support::Tap,
     kind: &str,
     email: &str,
     want: (&str, &str, Value),
@@ -288,7 +292,7 @@ async fn the_ledger_survives_a_restart() {
 #[tokio::test]
 async fn commands_for_one_email_apply_in_arrival_order() {
     let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         latency_ms: Some(50),
         ..Default::default()
     });
@@ -323,7 +327,7 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     .await;
 
     // 503s: more than the in-process attempts, so a delayed redelivery happens too.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         fail_next: Some(3),
         ..Default::default()
     });
@@ -334,7 +338,7 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     assert!(data(&ev)["attempts"].as_u64().unwrap() >= 4, "{ev:#}");
 
     // 429 with an HTML body and Retry-After: 1 s.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         rate_limit_next: Some(1),
         retry_after_secs: Some(1),
         ..Default::default()
@@ -350,7 +354,7 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     );
 
     // An outage shorter than the retry budget.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         outage: Some(true),
         ..Default::default()
     });
@@ -358,7 +362,7 @@ async fn transient_faults_are_retried_until_the_command_applies() {
     broker.send_json(&cmd).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!sim.user("c@example.com").unwrap().disabled);
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         outage: Some(false),
         ..Default::default()
     });
@@ -379,7 +383,7 @@ async fn transient_faults_are_retried_until_the_command_applies() {
 #[tokio::test]
 async fn retries_exhausted_fail_the_command_and_park_it() {
     let (broker, sim, running, mut tap, _dir) = setup(&[("down@example.com", false, false)]).await;
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         outage: Some(true),
         ..Default::default()
     });
@@ -521,7 +525,7 @@ async fn a_cut_connection_loses_no_command() {
     for i in 0..n {
         sim.add(&format!("cut{i}@example.com"), false, false);
     }
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         latency_ms: Some(30),
         ..Default::default()
     });

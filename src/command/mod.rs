@@ -6,6 +6,10 @@
 //! `reason`, `requested_at` are optional and copied into the events. Unknown fields are ignored.
 //! Anything else is a [`Rejection`] naming what is wrong.
 
+mod delivery;
+
+pub(crate) use delivery::{Incoming, Prepared};
+
 use crate::email::Email;
 use crate::lastpass::NewUser;
 use serde_json::{Map, Value};
@@ -290,7 +294,8 @@ fn name(user: &Map<String, Value>, path: &str, field: &str) -> Result<String, In
 }
 
 /// Why a message is not a valid command (the `error.code` of `command.rejected`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectCode {
     TooLarge,
     NotJson,

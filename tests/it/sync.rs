@@ -1,13 +1,11 @@
 //! The user sync against the real RabbitMQ and the simulator.
 
-mod support;
-
+use crate::support::simulator::{self as sim, TestSim};
+use crate::support::{Broker, Running, Tap, test_retry};
 use lastpass_connector::config::Config;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::sim::{self, TestSim};
-use support::{Broker, Running, Tap, test_retry};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(60);
@@ -156,7 +154,7 @@ async fn a_sync_interrupted_by_an_outage_marks_nobody_deprovisioned() {
     sim.delete(&users[10].username);
     sim.delete(&users[400].username);
     // Slow pages, and an outage once the sync is under way.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         latency_ms: Some(150),
         ..Default::default()
     });
@@ -164,7 +162,7 @@ async fn a_sync_interrupted_by_an_outage_marks_nobody_deprovisioned() {
     broker.send_json(&cmd).await;
     let ev = tap.take(1, T).await.remove(0);
     assert_eq!(ev["data"]["sync_id"], id2.as_str(), "the sync has started");
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         outage: Some(true),
         ..Default::default()
     });
@@ -183,7 +181,7 @@ async fn a_sync_interrupted_by_an_outage_marks_nobody_deprovisioned() {
         synced.len()
     );
 
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         outage: Some(false),
         latency_ms: Some(0),
         ..Default::default()
@@ -304,7 +302,7 @@ async fn a_sync_refused_by_lastpass_fails_and_commands_resume_once_credentials_w
     assert_eq!(end["data"]["error"]["code"], "unauthorized");
     // Consumption is paused; the next command waits, and goes through once the credentials work.
     let email = sim.users()[0].username.clone();
-    let (cid, suspend) = support::command("user.suspend", &email);
+    let (cid, suspend) = crate::support::command("user.suspend", &email);
     broker.send_json(&suspend).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     sim.rotate(&good);

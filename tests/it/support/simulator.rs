@@ -1,20 +1,15 @@
 //! Test helpers around the LastPass simulator: a fresh simulator on 127.0.0.1 (port 0), a real
-//! client for it, raw API calls and control-endpoint calls. Self-contained: include it with
-//! `#[path = "support/simulator.rs"] mod sim;`.
-#![allow(dead_code)]
+//! client for it, raw API calls and control-endpoint calls, and [`TestSim`], the few steering
+//! calls the consumer and sync tests use.
 
 use lastpass_connector::email::Email;
 use lastpass_connector::lastpass::{Client, ClientConfig, Provhash};
-#[allow(unused_imports)]
 pub use lastpass_connector::simulator::{
-    CallCounts, CallRecord, DateStyle, Faults, FaultsPatch, Quirks, QuirksPatch, SimUser,
-    SimUserPatch, SimUserSpec, Simulator, SimulatorConfig, SimulatorHandle,
+    CallRecord, DateStyle, FaultsPatch, QuirksPatch, SimUser, SimUserPatch, SimUserSpec, Simulator,
+    SimulatorConfig, SimulatorHandle,
 };
 use serde_json::Value;
 use std::time::Duration;
-
-#[allow(unused_imports)]
-pub use lastpass_connector::simulator::{AUTH_ERROR_XML, DEFAULT_SEED, StateView};
 
 /// The cid of simulators started by these helpers.
 pub const CID: &str = "12345678";
@@ -153,4 +148,95 @@ pub async fn control(
         serde_json::from_str(&text).expect("control answers JSON")
     };
     (status, json)
+}
+
+/// A simulator with the steering calls the consumer, process and sync tests use.
+pub struct TestSim {
+    pub handle: SimulatorHandle,
+}
+
+impl TestSim {
+    pub async fn start() -> TestSim {
+        Self::start_with(0).await
+    }
+
+    /// With `users` generated accounts in a realistic mix.
+    pub async fn start_with(users: usize) -> TestSim {
+        TestSim {
+            handle: start_with(SimulatorConfig {
+                users,
+                ..Default::default()
+            })
+            .await,
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        self.handle.api_url()
+    }
+    pub fn cid(&self) -> String {
+        self.handle.cid()
+    }
+    pub fn provhash(&self) -> String {
+        self.handle.provhash()
+    }
+
+    /// Adds an account (never logged in: `last_login` ""; otherwise a recent login).
+    pub fn add(&self, email: &str, disabled: bool, never_logged_in: bool) -> String {
+        let mut spec = if never_logged_in {
+            SimUserSpec::staged(email)
+        } else {
+            SimUserSpec::active(email, "2026-11-20 09:30:00")
+        };
+        spec.disabled = disabled;
+        self.handle.add_user(spec).expect("valid user")
+    }
+
+    pub fn user(&self, email: &str) -> Option<SimUser> {
+        self.handle.user(email)
+    }
+    pub fn users(&self) -> Vec<SimUser> {
+        self.handle.users()
+    }
+    pub fn delete(&self, email: &str) {
+        assert!(self.handle.delete_user(email), "{email} existed");
+    }
+    pub fn disable(&self, email: &str) {
+        self.handle
+            .update_user(
+                email,
+                SimUserPatch {
+                    disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .expect("user exists");
+    }
+    pub fn rename(&self, email: &str, new_email: &str) {
+        self.handle
+            .update_user(
+                email,
+                SimUserPatch {
+                    username: Some(new_email.into()),
+                    ..Default::default()
+                },
+            )
+            .expect("user exists");
+    }
+    pub fn faults(&self, patch: FaultsPatch) {
+        self.handle.set_faults(patch);
+    }
+    /// Changes the provhash the simulator accepts.
+    pub fn rotate(&self, provhash: &str) {
+        self.handle
+            .rotate_credentials(Some(provhash.to_string()), None);
+    }
+    /// The mutating calls applied so far, in order.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.handle.calls()
+    }
+    /// How many applied calls of this command.
+    pub fn mutations(&self, cmd: &str) -> usize {
+        self.calls().iter().filter(|c| c.cmd == cmd).count()
+    }
 }

@@ -1,10 +1,8 @@
 //! Validation against the published contract in `schemas/` (JSON Schema draft 2020-12).
 //!
-//! Self-contained so that any test binary can include it:
-//! `#[path = "support/schemas.rs"] mod schemas;`. Every schema file is loaded into one registry
+//! Self-contained, so the library's unit tests include it too (`src/contract_tests.rs`). Every schema file is loaded into one registry
 //! under its `$id`, so the relative `$ref`s between files (`defs.json`, `command.json`,
 //! `cloudevent.json`) resolve offline; each file is compiled once.
-#![allow(dead_code)]
 
 use jsonschema::{Draft, Registry, Validator};
 use serde_json::Value;
@@ -42,13 +40,6 @@ pub fn documents() -> &'static BTreeMap<String, Value> {
         assert!(!docs.is_empty(), "no schemas in {}", dir.display());
         docs
     })
-}
-
-/// The raw schema document of `file` (e.g. `event.user.synced.json`).
-pub fn document(file: &str) -> &'static Value {
-    documents()
-        .get(file)
-        .unwrap_or_else(|| panic!("no schema file schemas/{file}"))
 }
 
 /// Compiles one schema with every schema file available for `$ref` resolution, offline.
@@ -137,9 +128,66 @@ pub fn event_schema_file(event: &Value) -> String {
 /// Validates an event against the schema of its type; panics with every error and the event.
 pub fn assert_event_valid(event: &Value) {
     assert_valid(&event_schema_file(event), event);
+    assert_cloudevents_spec_valid(event);
+}
+
+/// The CloudEvents specification's own JSON schema (vendored in `tests/it/fixtures/`), which
+/// states no draft: it is read as draft-07, the draft its `definitions` belong to.
+fn cloudevents_spec() -> &'static Validator {
+    static SPEC: OnceLock<Validator> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/it/fixtures/cloudevents-spec.schema.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let doc: Value = serde_json::from_str(&text).expect("the spec schema is JSON");
+        jsonschema::options()
+            .with_draft(Draft::Draft7)
+            .build(&doc)
+            .expect("the CloudEvents spec schema compiles")
+    })
+}
+
+/// Panics unless `event` is valid against the CloudEvents specification's schema.
+pub fn assert_cloudevents_spec_valid(event: &Value) {
+    let errors: Vec<String> = cloudevents_spec()
+        .iter_errors(event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a valid CloudEvent per the specification's schema: {errors:?}\n{event:#}"
+    );
 }
 
 /// The schema file of a command type (`user.provision` → `command.user.provision.json`).
 pub fn command_schema_file(command_type: &str) -> String {
     format!("command.{command_type}.json")
+}
+
+/// One case of `tests/it/fixtures/commands.{valid,invalid}.json`.
+pub struct CommandCase {
+    /// The command as published.
+    pub command: Value,
+    /// The `type` of the queue it arrives on.
+    pub queue: String,
+    /// For an invalid command, the rejection code the parser must give.
+    pub code: Option<String>,
+}
+
+/// The command cases of one fixture file.
+pub fn command_fixtures(file: &str) -> Vec<CommandCase> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cases: Vec<Value> = serde_json::from_str(&text).expect("fixtures are JSON");
+    cases
+        .into_iter()
+        .map(|mut c| CommandCase {
+            command: c["command"].take(),
+            queue: c["queue"].as_str().expect("queue").to_string(),
+            code: c["code"].as_str().map(str::to_string),
+        })
+        .collect()
 }

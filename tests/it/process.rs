@@ -1,12 +1,10 @@
 //! The binary as an operator runs it: configuration errors exit 2 naming the value, and SIGTERM
 //! with commands in flight exits 0 in time and loses none.
 
-mod support;
-
+use crate::support::simulator::{self as sim, TestSim};
+use crate::support::{Broker, Running, command, test_retry};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::sim::{self, TestSim};
-use support::{Broker, Running, command, test_retry};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lastpass-connector"));
@@ -80,7 +78,7 @@ async fn sigterm_with_commands_in_flight_loses_none() {
         sim.add(&format!("term{i}@example.com"), false, false);
     }
     // Slow LastPass, so commands are in flight when the signal comes.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         latency_ms: Some(300),
         ..Default::default()
     });
@@ -141,7 +139,7 @@ async fn sigterm_with_commands_in_flight_loses_none() {
     );
 
     // A new instance picks up the rest; every command ends with exactly one effect.
-    sim.faults(sim::Faults {
+    sim.faults(sim::FaultsPatch {
         latency_ms: Some(0),
         ..Default::default()
     });

@@ -1,7 +1,6 @@
 //! The real client against a real simulator over 127.0.0.1, a fresh simulator per test.
 
-#[path = "support/simulator.rs"]
-mod sim;
+use crate::support::simulator as sim;
 
 use futures_util::TryStreamExt;
 use lastpass_connector::lastpass::{

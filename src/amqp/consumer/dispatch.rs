@@ -1,0 +1,110 @@
+//! The dispatch loop: take deliveries in arrival order while the credentials gate is open, at
+//! most `concurrency` at once, one at a time per email ([`crate::keyed`]); each runs as a task
+//! that processes it and settles it.
+
+use super::settle::settle;
+use super::setup::Session;
+use super::{AmqpSettings, SessionError};
+use crate::amqp::headers;
+use crate::amqp::publisher::int_header;
+use crate::command::{Incoming, Prepared};
+use crate::keyed::Sequencer;
+use crate::lastpass::LastPass;
+use crate::processor::Processor;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info};
+
+/// Dispatches until `stop` is cancelled (`Ok`) or the session is lost (`Err`).
+pub(super) async fn dispatch<L: LastPass>(
+    s: &AmqpSettings,
+    processor: &Arc<Processor<L>>,
+    session: &mut Session,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<(), SessionError> {
+    let permits = Arc::new(Semaphore::new(usize::from(s.concurrency)));
+    let mut sequencer = Sequencer::new();
+    let mut paused = false;
+    loop {
+        reap(tasks)?;
+        if !processor.gate.is_open() {
+            if !paused {
+                paused = true;
+                info!("LastPass credentials refused: taking no new commands until they work");
+            }
+            if !tasks.is_empty() {
+                // A command in flight keeps retrying the credentials; wait for it to succeed
+                // (or end, after which one delivery is let through to probe again).
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = processor.gate.opened() => {}
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
+        } else if paused {
+            paused = false;
+            info!("LastPass credentials work again: resuming");
+        }
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            d = session.deliveries.next() => d,
+        };
+        let (queue, delivery) = match next {
+            None => return Err(SessionError::ConsumersCancelled),
+            Some((_, Err(err))) => return Err(SessionError::Delivery(err)),
+            Some((q, Ok(d))) => (q, d),
+        };
+        let header = |name| {
+            int_header(&delivery.properties, name)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32
+        };
+        let incoming = Incoming {
+            body: delivery.data.clone(),
+            queue,
+            round: header(headers::RETRY_ROUND),
+            attempts: header(headers::ATTEMPTS),
+        };
+        let prepared = Prepared::parse(incoming);
+        let turn = prepared.key().map(|k| sequencer.enter(&k));
+        let processor = processor.clone();
+        let publisher = session.publisher.clone();
+        let span = prepared.span();
+        tasks.spawn(
+            async move {
+                let _turn = match turn {
+                    Some(t) => Some(t.wait().await),
+                    None => None,
+                };
+                let disposition = processor.process(prepared, &publisher).await;
+                settle(&publisher, delivery, queue, disposition).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Collects finished tasks. A panicked task is a bug whose delivery would stay unacked for the
+/// life of the channel: the session is restarted so the broker redelivers it, and the queue's
+/// delivery limit dead-letters it if it keeps failing.
+fn reap(tasks: &mut JoinSet<()>) -> Result<(), SessionError> {
+    while let Some(done) = tasks.try_join_next() {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            error!("a command task panicked; restarting the session so its delivery comes back");
+            return Err(SessionError::TaskPanicked);
+        }
+    }
+    Ok(())
+}

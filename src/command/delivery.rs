@@ -1,0 +1,79 @@
+//! A delivery as the processor sees it: the body, the queue it came from and its retry state,
+//! parsed once into a valid command or a rejection.
+
+use super::{Command, CommandType, Rejection};
+use tracing::info_span;
+
+/// A delivery, before parsing.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    pub body: Vec<u8>,
+    /// The queue it arrived on.
+    pub queue: CommandType,
+    /// Delayed redeliveries already done (header `x-lpc-retry-round`).
+    pub round: u32,
+    /// LastPass attempts already made in earlier rounds (header `x-lpc-attempts`).
+    pub attempts: u32,
+}
+
+/// A parsed delivery, ready to be sequenced and processed.
+pub(crate) enum Prepared {
+    Invalid {
+        rejection: Rejection,
+        body: Vec<u8>,
+    },
+    Valid {
+        command: Command,
+        round: u32,
+        attempts: u32,
+    },
+}
+
+impl Prepared {
+    pub fn parse(incoming: Incoming) -> Prepared {
+        match Command::parse(&incoming.body, incoming.queue) {
+            Ok(command) => Prepared::Valid {
+                command,
+                round: incoming.round,
+                attempts: incoming.attempts,
+            },
+            Err(rejection) => Prepared::Invalid {
+                rejection,
+                body: incoming.body,
+            },
+        }
+    }
+
+    /// The tracing span of this delivery: command id, correlation id and email on every line.
+    pub fn span(&self) -> tracing::Span {
+        match self {
+            Prepared::Invalid { rejection, .. } => info_span!(
+                "command",
+                command_id = rejection
+                    .command_id
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                correlation_id = rejection.correlation_id.as_deref().unwrap_or(""),
+                email = rejection.email.as_deref().unwrap_or(""),
+                command_type = rejection.command_type.as_deref().unwrap_or("")
+            ),
+            Prepared::Valid { command, .. } => info_span!("command",
+                command_id = %command.meta.command_id,
+                correlation_id = command.meta.correlation_id.as_deref().unwrap_or(""),
+                email = command.email().map(|e| e.as_str()).unwrap_or(""),
+                command_type = command.command_type().as_str()),
+        }
+    }
+
+    /// Commands with the same key are applied one at a time, in arrival order: the email for a
+    /// user command, one key for all syncs, none for an invalid message.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Prepared::Invalid { .. } => None,
+            Prepared::Valid { command, .. } => Some(match command.email() {
+                Some(e) => e.to_string(),
+                None => "\u{0}sync".to_string(),
+            }),
+        }
+    }
+}

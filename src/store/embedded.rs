@@ -1,0 +1,376 @@
+//! The embedded store under `CONNECTOR_STATE_DIR`: one redb file holding completed commands with
+//! the event each produced, intents (a mutating call was about to be made), and the sync
+//! snapshot. Every write is a committed, fsynced transaction, so it survives a crash. The
+//! directory is created 0700 and the file 0600: it holds emails and events.
+
+use super::{CommandLedger, SnapshotEntry, SnapshotStore, StoreError};
+use crate::event::Event;
+use futures_util::future::BoxFuture;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+const COMPLETED: TableDefinition<&str, &[u8]> = TableDefinition::new("completed");
+const INTENTS: TableDefinition<&str, i64> = TableDefinition::new("intents");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+const STAGING: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_staging");
+
+/// Page cache of the store.
+const CACHE_BYTES: usize = 1 << 20;
+
+/// The file name inside the state directory.
+const FILE_NAME: &str = "ledger.redb";
+
+#[derive(Serialize, Deserialize)]
+struct Completed {
+    at: i64,
+    event: Event,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The open database, shared by the two halves of the store.
+#[derive(Clone)]
+struct Db(Arc<Database>);
+
+impl Db {
+    /// Runs one transaction on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+}
+
+/// The command ledger half of the embedded store.
+#[derive(Clone)]
+pub(crate) struct EmbeddedLedger {
+    db: Db,
+    retention: Duration,
+}
+
+/// The sync snapshot half of the embedded store.
+#[derive(Clone)]
+pub(crate) struct EmbeddedSnapshot {
+    db: Db,
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn make_private(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Opens (or creates) the store in `dir`. Fails if another process holds it.
+pub(crate) fn open(
+    dir: &Path,
+    retention: Duration,
+) -> Result<(EmbeddedLedger, EmbeddedSnapshot), StoreError> {
+    let dir_error = |source| StoreError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    create_private_dir(dir).map_err(dir_error)?;
+    let path = dir.join(FILE_NAME);
+    // A small page cache: the store's memory stays bounded however large the snapshot grows.
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(&path)
+        .map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+    make_private(&path).map_err(dir_error)?;
+    let tx = db.begin_write()?;
+    tx.open_table(COMPLETED)?;
+    tx.open_table(INTENTS)?;
+    tx.open_table(SNAPSHOT)?;
+    tx.open_table(STAGING)?;
+    tx.commit()?;
+    let db = Db(Arc::new(db));
+    Ok((
+        EmbeddedLedger {
+            db: db.clone(),
+            retention,
+        },
+        EmbeddedSnapshot { db },
+    ))
+}
+
+impl CommandLedger for EmbeddedLedger {
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Event>, StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(COMPLETED)?;
+            match t.get(id.to_string().as_str())? {
+                Some(v) => {
+                    let c: Completed = serde_json::from_slice(v.value())?;
+                    Ok(Some(c.event))
+                }
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_write()?;
+            tx.open_table(INTENTS)?
+                .insert(id.to_string().as_str(), now())?;
+            Ok(tx.commit()?)
+        }))
+    }
+
+    fn had_intent(&self, id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(INTENTS)?;
+            Ok(t.get(id.to_string().as_str())?.is_some())
+        }))
+    }
+
+    fn complete<'a>(&'a self, id: Uuid, event: &'a Event) -> BoxFuture<'a, Result<(), StoreError>> {
+        let value = serde_json::to_vec(&Completed {
+            at: now(),
+            event: event.clone(),
+        });
+        Box::pin(async move {
+            let value = value?;
+            self.db
+                .blocking(move |db| {
+                    let key = id.to_string();
+                    let tx = db.begin_write()?;
+                    tx.open_table(COMPLETED)?
+                        .insert(key.as_str(), value.as_slice())?;
+                    tx.open_table(INTENTS)?.remove(key.as_str())?;
+                    Ok(tx.commit()?)
+                })
+                .await
+        })
+    }
+
+    fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let cutoff = now() - self.retention.as_secs() as i64;
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let mut removed = 0u64;
+            {
+                let mut t = tx.open_table(COMPLETED)?;
+                t.retain(|_, v| {
+                    let keep = serde_json::from_slice::<Completed>(v)
+                        .map(|c| c.at >= cutoff)
+                        .unwrap_or(false);
+                    removed += u64::from(!keep);
+                    keep
+                })?;
+                let mut t = tx.open_table(INTENTS)?;
+                t.retain(|_, at| {
+                    removed += u64::from(at < cutoff);
+                    at >= cutoff
+                })?;
+            }
+            tx.commit()?;
+            Ok(removed)
+        }))
+    }
+}
+
+impl SnapshotStore for EmbeddedSnapshot {
+    fn snapshot_len(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.db.blocking(|db| {
+            let tx = db.begin_read()?;
+            Ok(tx.open_table(SNAPSHOT)?.len()?)
+        }))
+    }
+
+    fn begin_staging(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.db.blocking(|db| {
+            let tx = db.begin_write()?;
+            tx.delete_table(STAGING)?;
+            tx.open_table(STAGING)?;
+            Ok(tx.commit()?)
+        }))
+    }
+
+    fn stage(
+        &self,
+        entries: Vec<(String, SnapshotEntry)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(STAGING)?;
+                for (uid, e) in &entries {
+                    let v = serde_json::to_vec(e)?;
+                    t.insert(uid.as_str(), v.as_slice())?;
+                }
+            }
+            Ok(tx.commit()?)
+        }))
+    }
+
+    fn missing_from_staging(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, SnapshotEntry)>, StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let snap = tx.open_table(SNAPSHOT)?;
+            let staging = tx.open_table(STAGING)?;
+            let mut out = Vec::new();
+            let rows = match &after {
+                Some(a) => snap.range::<&str>((
+                    std::ops::Bound::Excluded(a.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => snap.iter()?,
+            };
+            for row in rows {
+                let (k, v) = row?;
+                if staging.get(k.value())?.is_none() {
+                    let e: SnapshotEntry = serde_json::from_slice(v.value())?;
+                    out.push((k.value().to_string(), e));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn commit_staging(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.db.blocking(|db| {
+            let tx = db.begin_write()?;
+            tx.delete_table(SNAPSHOT)?;
+            tx.rename_table(STAGING, SNAPSHOT)?;
+            tx.open_table(STAGING)?;
+            Ok(tx.commit()?)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::AccountStatus;
+
+    fn event(id: Uuid) -> Event {
+        Event::for_tests(id)
+    }
+
+    fn ledger(dir: &Path, retention: Duration) -> EmbeddedLedger {
+        open(dir, retention).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn completed_commands_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        {
+            let l = ledger(dir.path(), Duration::from_secs(3600));
+            assert_eq!(l.completed(id).await.unwrap(), None);
+            l.record_intent(id).await.unwrap();
+            assert!(l.had_intent(id).await.unwrap());
+            l.complete(id, &event(id)).await.unwrap();
+            assert!(
+                !l.had_intent(id).await.unwrap(),
+                "completion clears the intent"
+            );
+        }
+        let l = ledger(dir.path(), Duration::from_secs(3600));
+        assert_eq!(l.completed(id).await.unwrap(), Some(event(id)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _ = open(&state, Duration::from_secs(60)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(FILE_NAME)), 0o600);
+    }
+
+    #[tokio::test]
+    async fn pruning_forgets_only_what_is_older_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let keep = ledger(dir.path(), Duration::from_secs(3600));
+        keep.complete(id, &event(id)).await.unwrap();
+        assert_eq!(keep.prune().await.unwrap(), 0);
+        assert!(keep.completed(id).await.unwrap().is_some());
+        drop(keep);
+        // A retention of zero with a clock a second later forgets it.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let forget = ledger(dir.path(), Duration::ZERO);
+        assert_eq!(forget.prune().await.unwrap(), 1);
+        assert!(forget.completed(id).await.unwrap().is_none());
+    }
+
+    fn entry(email: &str) -> SnapshotEntry {
+        SnapshotEntry {
+            email: email.into(),
+            status: AccountStatus::Active,
+        }
+    }
+
+    #[tokio::test]
+    async fn staging_replaces_the_snapshot_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, l) = open(dir.path(), Duration::from_secs(60)).unwrap();
+        l.begin_staging().await.unwrap();
+        l.stage(vec![
+            ("1".into(), entry("a@x.io")),
+            ("2".into(), entry("b@x.io")),
+        ])
+        .await
+        .unwrap();
+        l.commit_staging().await.unwrap();
+        assert_eq!(l.snapshot_len().await.unwrap(), 2);
+
+        // An interrupted sync leaves the snapshot alone.
+        l.begin_staging().await.unwrap();
+        l.stage(vec![("2".into(), entry("b@x.io"))]).await.unwrap();
+        assert_eq!(l.snapshot_len().await.unwrap(), 2);
+        let missing = l.missing_from_staging(None, 10).await.unwrap();
+        assert_eq!(missing, vec![("1".to_string(), entry("a@x.io"))]);
+        // A restart of the sync starts the staging over.
+        l.begin_staging().await.unwrap();
+        assert_eq!(l.missing_from_staging(None, 10).await.unwrap().len(), 2);
+        assert_eq!(
+            l.missing_from_staging(Some("1".into()), 10).await.unwrap(),
+            vec![("2".to_string(), entry("b@x.io"))]
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The only state: the command ledger (what was completed, with its event; what was about to be
+//! done) and the sync snapshot (the accounts the last complete sync saw). Two traits, so that a
+//! second backend can sit beside the embedded one; [`embedded`] is the default.
+
+mod embedded;
+
+pub(crate) use embedded::open as open_embedded;
+
+use crate::event::Event;
+use crate::status::AccountStatus;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use uuid::Uuid;
+
+/// A state store operation failed. Keeps the underlying error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}")]
+    Directory {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the state store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("state store transaction")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("state store table")]
+    Table(#[from] redb::TableError),
+    #[error("state store storage")]
+    Storage(#[from] redb::StorageError),
+    #[error("state store commit")]
+    Commit(#[from] redb::CommitError),
+    #[error("a stored record cannot be read or written")]
+    Codec(#[from] serde_json::Error),
+    #[error("the state store's worker thread failed")]
+    Worker(#[from] tokio::task::JoinError),
+}
+
+/// One account in the sync snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotEntry {
+    pub email: String,
+    pub status: AccountStatus,
+}
+
+/// Completed commands with their events, and intents. A command id found here as completed is
+/// never applied again: its stored event is repeated verbatim.
+pub(crate) trait CommandLedger: Send + Sync + 'static {
+    /// The event of a completed command, if it completed (and was not pruned).
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Event>, StoreError>>;
+    /// Records, durably, that a mutating call for this command is about to be made.
+    fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Whether an earlier attempt of this command recorded an intent.
+    fn had_intent(&self, id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Records a command as completed with its event, durably, and clears its intent.
+    fn complete<'a>(&'a self, id: Uuid, event: &'a Event) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Forgets completed commands and intents older than the retention. Returns how many.
+    fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// The accounts of the last complete sync, keyed by uid, and the staging area of the sync in
+/// progress. Only a complete sync replaces the snapshot.
+pub(crate) trait SnapshotStore: Send + Sync + 'static {
+    /// Number of accounts in the last complete snapshot.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn snapshot_len(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Starts a sync: empties the staging snapshot.
+    fn begin_staging(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Adds one page of accounts to the staging snapshot.
+    fn stage(&self, entries: Vec<(String, SnapshotEntry)>)
+    -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The accounts of the last complete snapshot that the staging snapshot lacks, in uid order,
+    /// at most `limit` after `after`.
+    fn missing_from_staging(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, SnapshotEntry)>, StoreError>>;
+    /// Ends a complete sync: the staging snapshot becomes the snapshot, atomically.
+    fn commit_staging(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
