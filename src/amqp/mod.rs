@@ -1,5 +1,5 @@
 //! Everything that knows lapin: the topology, the confirming publisher, and the consumer
-//! (connect, set up, dispatch, carry out each [`crate::processor::Disposition`], ack, drain,
+//! (connect, set up, dispatch, carry out each disposition of the processor, ack, drain,
 //! reconnect).
 
 mod consumer;

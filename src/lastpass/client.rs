@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The LastPass API secret (`provhash`): a [`secrecy::SecretString`], zeroized on drop, never in
-/// `Debug` or `Display`; [`Provhash::expose`] is called only where it goes into a request body.
+/// `Debug` or `Display`; exposed (`Provhash::expose`, crate-private) only where it goes into a request body.
 #[derive(Clone)]
 pub struct Provhash(SecretString);
 

@@ -60,6 +60,15 @@ fn a_missing_or_malformed_setting_exits_2_naming_it() {
         &with("CONNECTOR_LEDGER_RETENTION", "forever"),
         "CONNECTOR_LEDGER_RETENTION",
     );
+    // Too large to be a duration: a parse error, never an overflow panic or a wrapped value.
+    run_expecting_exit_2(
+        &with("CONNECTOR_LEDGER_RETENTION", "999999999999999d"),
+        "CONNECTOR_LEDGER_RETENTION",
+    );
+    run_expecting_exit_2(
+        &with("CONNECTOR_RETRY_DELAYS", "1s,3700d"),
+        "CONNECTOR_RETRY_DELAYS",
+    );
     run_expecting_exit_2(&with("AMQP_URL", "http://wrong"), "AMQP_URL");
     run_expecting_exit_2(
         &with("LASTPASS_PROVHASH_FILE", "/nonexistent/provhash"),
@@ -68,6 +77,38 @@ fn a_missing_or_malformed_setting_exits_2_naming_it() {
     let mut bad_cid = base.to_vec();
     bad_cid.push(("LASTPASS_CID", "12ab"));
     run_expecting_exit_2(&bad_cid, "LASTPASS_CID");
+}
+
+/// A consumer task that panics (debug builds have a switch for it) must not leave a process up
+/// that consumes nothing: `run` exits non-zero at once, so a supervisor restarts it.
+#[tokio::test]
+async fn a_consumer_that_panics_makes_the_process_exit_non_zero() {
+    let sim = TestSim::start().await;
+    let broker = Broker::new(&test_retry()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = broker
+        .connector_process(&sim, dir.path())
+        .env("LPC_DEBUG_PANIC_IN_CONSUMER", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            let _ = child.kill();
+            panic!("the connector was still running 5 s after its consumer panicked");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}: {stderr}");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("consumer task panicked"), "{stderr}");
 }
 
 #[tokio::test]
