@@ -291,8 +291,6 @@ impl Harness {
         let incoming = Incoming {
             body: serde_json::to_vec(command).unwrap(),
             queue,
-            round: 0,
-            attempts: 0,
         };
         let result = match self
             .processor

@@ -4,14 +4,14 @@
 //! then ack), and LastPass is any [`LastPass`].
 
 use crate::apply::{self, Plan};
-use crate::command::{Action, Command, Prepared};
+use crate::command::{Action, Command, Prepared, Rejection};
 use crate::event::{
     ErrorInfo, Event, EventFactory, EventKind, EventSink, FailureCode, Outcome, Resolution,
 };
 use crate::gate::{Gate, probe_delay};
 use crate::lastpass::{LastPass, LastPassError};
 use crate::retry::{MaybeTransient, RetryPolicy, sleep_unless_cancelled};
-use crate::store::{CommandLedger, SnapshotStore, StoreError};
+use crate::store::{CommandLedger, RetryState, SnapshotStore, StoreError};
 use crate::sync::{SyncError, SyncSettings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -84,29 +84,30 @@ impl<L: LastPass> Processor<L> {
                     "rejected an invalid message; parking it");
                 Disposition::Park(self.events.rejected(&rejection, &body))
             }
-            Prepared::Valid {
-                command,
-                round,
-                attempts,
-            } => self.process_valid(command, round, attempts, sink).await,
+            Prepared::Valid { command } => self.process_valid(command, sink).await,
         }
     }
 
-    async fn process_valid<S: EventSink>(
-        &self,
-        command: Command,
-        round: u32,
-        prior_attempts: u32,
-        sink: &S,
-    ) -> Disposition {
+    async fn process_valid<S: EventSink>(&self, command: Command, sink: &S) -> Disposition {
         let id = command.meta.command_id;
+        let fingerprint = command.fingerprint();
         match self.ledger.completed(id).await {
-            Ok(Some(event)) => {
+            Ok(Some(done)) if done.fingerprint.as_ref().is_some_and(|f| *f != fingerprint) => {
+                warn!(
+                    code = "command_id_conflict",
+                    "a different command reuses a completed command_id; rejecting and parking it"
+                );
+                let body = serde_json::to_vec(&fingerprint).unwrap_or_default();
+                return Disposition::Park(
+                    self.events.rejected(&Rejection::conflict(&command), &body),
+                );
+            }
+            Ok(Some(done)) => {
                 info!(
                     outcome = "repeat",
                     "command already completed; repeating its event"
                 );
-                return disposition_for(event);
+                return disposition_for(done.event);
             }
             Ok(None) => {}
             Err(e) => {
@@ -117,14 +118,16 @@ impl<L: LastPass> Processor<L> {
         if command.action == Action::Sync {
             return self.process_sync(command, sink).await;
         }
-        let acted_before = match self.ledger.had_intent(id).await {
-            Ok(b) => b,
-            Err(e) => {
-                error!(error = %e, "cannot read the ledger; giving the delivery back");
-                return Disposition::Abandon;
-            }
-        };
-        let attempts = AtomicU32::new(prior_attempts);
+        let (acted_before, retry) =
+            match tokio::try_join!(self.ledger.had_intent(id), self.ledger.retry_state(id)) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(error = %e, "cannot read the ledger; giving the delivery back");
+                    return Disposition::Abandon;
+                }
+            };
+        let round = retry.round;
+        let attempts = AtomicU32::new(retry.attempts);
         // Set once an intent is recorded, so that every later attempt knows it may have acted.
         let acted = AtomicBool::new(acted_before);
         let mut auth_failures = 0u32;
@@ -138,7 +141,7 @@ impl<L: LastPass> Processor<L> {
                         &resolution,
                         attempts.load(Ordering::Relaxed),
                     );
-                    if let Err(e) = self.ledger.complete(id, &event).await {
+                    if let Err(e) = self.ledger.complete(id, &fingerprint, &event).await {
                         error!(error = %e, "cannot record the completed command; giving it back");
                         return Disposition::Abandon;
                     }
@@ -176,6 +179,14 @@ impl<L: LastPass> Processor<L> {
                         return Disposition::Abandon;
                     }
                     if let Some(delay) = self.retry.round_delays.get(round as usize) {
+                        let next = RetryState {
+                            round: round + 1,
+                            attempts,
+                        };
+                        if let Err(e) = self.ledger.set_retry_state(id, Some(next)).await {
+                            error!(error = %e, "cannot record the retry state; giving the delivery back");
+                            return Disposition::Abandon;
+                        }
                         warn!(error = %e, attempts, round = round + 1, delay_ms = delay.as_millis() as u64,
                             "LastPass still unavailable; redelivering later");
                         return Disposition::RetryLater {
@@ -195,6 +206,11 @@ impl<L: LastPass> Processor<L> {
                         )),
                     };
                     warn!(error = %e, attempts, "retries exhausted; failing and parking the command");
+                    // A re-drive from the dead-letter queue starts with a fresh retry budget.
+                    if let Err(e) = self.ledger.set_retry_state(id, None).await {
+                        error!(error = %e, "cannot reset the retry state; giving the delivery back");
+                        return Disposition::Abandon;
+                    }
                     // Not recorded as completed: a re-drive from the dead-letter queue may retry.
                     return disposition_for(self.events.command_result(
                         &command,
@@ -220,7 +236,12 @@ impl<L: LastPass> Processor<L> {
                         &resolution,
                         attempts.load(Ordering::Relaxed),
                     );
-                    if self.ledger.complete(id, &event).await.is_err() {
+                    if self
+                        .ledger
+                        .complete(id, &fingerprint, &event)
+                        .await
+                        .is_err()
+                    {
                         return Disposition::Abandon;
                     }
                     return disposition_for(event);
@@ -282,7 +303,7 @@ impl<L: LastPass> Processor<L> {
             Ok(completed) => {
                 if let Err(e) = self
                     .ledger
-                    .complete(command.meta.command_id, &completed)
+                    .complete(command.meta.command_id, &command.fingerprint(), &completed)
                     .await
                 {
                     error!(error = %e, "cannot record the completed sync; giving it back");
@@ -399,13 +420,11 @@ mod tests {
         }
     }
 
-    fn incoming(kind: &str, email: &str, id: Uuid, round: u32) -> Prepared {
+    fn incoming(kind: &str, email: &str, id: Uuid) -> Prepared {
         let body = serde_json::json!({"command_id": id, "type": kind, "user": {"email": email}});
         Prepared::parse(Incoming {
             body: body.to_string().into_bytes(),
             queue: CommandType::parse(kind).unwrap(),
-            round,
-            attempts: round * 2,
         })
     }
 
@@ -424,7 +443,7 @@ mod tests {
         let id = Uuid::new_v4();
         s.p.ledger.record_intent(id).await.unwrap();
         let d =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(outcome(&d)["outcome"], "applied");
         assert!(s.p.lastpass.mutations().is_empty(), "no second call");
@@ -436,13 +455,42 @@ mod tests {
         s.p.lastpass.add("x@example.com", false, false, false);
         let id = Uuid::new_v4();
         let first =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         let again =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(first, again);
         assert_eq!(s.p.lastpass.mutations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reused_command_id_with_another_command_is_rejected_not_answered() {
+        let s = setup();
+        s.p.lastpass.add("x@example.com", false, false, false);
+        s.p.lastpass.add("y@example.com", false, false, false);
+        let id = Uuid::new_v4();
+        let first =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(outcome(&first)["outcome"], "applied");
+        let other =
+            s.p.process(incoming("user.suspend", "y@example.com", id), &NoSink)
+                .await;
+        let Disposition::Park(event) = &other else {
+            panic!("{other:?}")
+        };
+        assert_eq!(event.kind, EventKind::Rejected);
+        assert_eq!(
+            event.error.as_ref().unwrap().code.as_str(),
+            "command_id_conflict"
+        );
+        assert_eq!(s.p.lastpass.mutations().len(), 1, "y was not suspended");
+        // The identical redelivery still repeats the stored event verbatim.
+        let again =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(again, first);
     }
 
     #[tokio::test]
@@ -452,7 +500,7 @@ mod tests {
         s.p.lastpass.fail_next([transient(), transient()]);
         let id = Uuid::new_v4();
         let d =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 0), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(
             d,
@@ -465,7 +513,7 @@ mod tests {
         // The last round: no more delays, so the command fails and is parked.
         s.p.lastpass.fail_next([transient(), transient()]);
         let d =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 1), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         let Disposition::Park(event) = &d else {
             panic!("{d:?}")
@@ -477,7 +525,7 @@ mod tests {
         assert_eq!(outcome(&d)["attempts"], 4);
         // Not recorded: a later re-drive applies it.
         let d =
-            s.p.process(incoming("user.suspend", "x@example.com", id, 1), &NoSink)
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(outcome(&d)["outcome"], "applied");
     }
@@ -497,7 +545,7 @@ mod tests {
         });
         let d =
             s.p.process(
-                incoming("user.suspend", "x@example.com", Uuid::new_v4(), 0),
+                incoming("user.suspend", "x@example.com", Uuid::new_v4()),
                 &NoSink,
             )
             .await;
@@ -518,8 +566,6 @@ mod tests {
                 Prepared::parse(Incoming {
                     body: b"{".to_vec(),
                     queue: CommandType::Suspend,
-                    round: 0,
-                    attempts: 0,
                 }),
                 &NoSink,
             )

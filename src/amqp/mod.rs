@@ -25,4 +25,6 @@ pub mod headers {
     pub const ORIGINAL_ROUTING_KEY: &str = "x-lpc-original-routing-key";
     /// On a parked message: when it was parked (RFC 3339).
     pub const PARKED_AT: &str = "x-lpc-parked-at";
+    /// On a parked or retried copy: the original headers were too large and were dropped.
+    pub const HEADERS_DROPPED: &str = "x-lpc-headers-dropped";
 }

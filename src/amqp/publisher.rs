@@ -46,13 +46,79 @@ fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
 }
 
-/// The original message's properties with extra headers, persistent.
-fn with_headers(original: &BasicProperties, extra: Vec<(&str, AMQPValue)>) -> BasicProperties {
-    let mut h = original.headers().clone().unwrap_or_default();
-    for (k, v) in extra {
-        h.insert(ShortString::from(k), v);
+/// The most header bytes a parked or retried copy carries over from the original; beyond it
+/// the original headers are dropped (and `x-lpc-headers-dropped` says so), so a copy can never
+/// outgrow the frame limit and make the broker close the connection.
+const MAX_COPIED_HEADER_BYTES: usize = 16 * 1024;
+
+/// Headers never copied: `CC`/`BCC` would make the connector route the copy to other queues
+/// (any queue, any prefix); the broker's own death records; and our own, which are set afresh.
+fn copyable(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(lower == "cc"
+        || lower == "bcc"
+        || lower == "x-death"
+        || lower.starts_with("x-first-death")
+        || lower.starts_with("x-last-death")
+        || lower.starts_with("x-lpc-"))
+}
+
+/// Roughly how many bytes a value takes on the wire.
+fn encoded_len(v: &AMQPValue) -> usize {
+    match v {
+        AMQPValue::LongString(s) => 5 + s.as_bytes().len(),
+        AMQPValue::ShortString(s) => 2 + s.as_str().len(),
+        AMQPValue::ByteArray(b) => 5 + b.as_slice().len(),
+        AMQPValue::FieldArray(a) => 5 + a.as_slice().iter().map(encoded_len).sum::<usize>(),
+        AMQPValue::FieldTable(t) => 5 + table_len(t),
+        _ => 9,
     }
-    original.clone().with_headers(h).with_delivery_mode(2)
+}
+
+fn table_len(t: &FieldTable) -> usize {
+    t.inner()
+        .iter()
+        .map(|(k, v)| 1 + k.as_str().len() + encoded_len(v))
+        .sum()
+}
+
+/// The properties of a parked or retried copy, built afresh: only what the contract names
+/// (content type, message id, correlation id, the original's own safe headers, bounded) plus
+/// `extra`; persistent. Never `CC`/`BCC`, `user_id` (another broker user's id makes the publish
+/// fail with 406 and closes the channel), `expiration` (the copy would expire out of the
+/// dead-letter queue), `reply_to` or any other property a publisher set.
+fn copy_properties(original: &BasicProperties, extra: Vec<(&str, AMQPValue)>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(h) = original.headers() {
+        for (k, v) in h.inner() {
+            if copyable(k.as_str()) {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if table_len(&headers) > MAX_COPIED_HEADER_BYTES {
+        headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(headers::HEADERS_DROPPED),
+            AMQPValue::Boolean(true),
+        );
+    }
+    for (k, v) in extra {
+        headers.insert(ShortString::from(k), v);
+    }
+    let mut p = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    if let Some(ct) = original.content_type() {
+        p = p.with_content_type(ct.clone());
+    }
+    if let Some(id) = original.message_id() {
+        p = p.with_message_id(id.clone());
+    }
+    if let Some(c) = original.correlation_id() {
+        p = p.with_correlation_id(c.clone());
+    }
+    p
 }
 
 fn text(v: &str) -> AMQPValue {
@@ -98,7 +164,7 @@ impl Publisher {
             Some(e) => (e.code.as_str(), e.message.as_str()),
             None => (event.kind.routing_key(), ""),
         };
-        let props = with_headers(
+        let props = copy_properties(
             properties,
             vec![
                 (headers::ERROR_CODE, text(code)),
@@ -131,7 +197,7 @@ impl Publisher {
         attempts: u32,
         delay: Duration,
     ) -> Result<(), PublishError> {
-        let props = with_headers(
+        let props = copy_properties(
             properties,
             vec![
                 (
@@ -213,10 +279,6 @@ impl Publisher {
         self.publish_confirmed(self.names.commands(), routing_key, body, props)
             .await
     }
-
-    pub(super) fn headers_of(properties: &BasicProperties) -> Option<&FieldTable> {
-        properties.headers().as_ref()
-    }
 }
 
 impl EventSink for Publisher {
@@ -226,18 +288,57 @@ impl EventSink for Publisher {
     }
 }
 
-/// Reads an integer header, whatever integer type the publisher used.
-pub(super) fn int_header(properties: &BasicProperties, name: &str) -> Option<i64> {
-    let v = Publisher::headers_of(properties)?.inner().get(name)?;
-    match v {
-        AMQPValue::ShortShortInt(i) => Some(i64::from(*i)),
-        AMQPValue::ShortShortUInt(i) => Some(i64::from(*i)),
-        AMQPValue::ShortInt(i) => Some(i64::from(*i)),
-        AMQPValue::ShortUInt(i) => Some(i64::from(*i)),
-        AMQPValue::LongInt(i) => Some(i64::from(*i)),
-        AMQPValue::LongUInt(i) => Some(i64::from(*i)),
-        AMQPValue::LongLongInt(i) => Some(*i),
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
-        _ => None,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn long(s: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(s))
+    }
+
+    #[test]
+    fn a_copy_keeps_only_what_the_contract_names() {
+        let mut h = FieldTable::default();
+        h.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(vec![long("p.deprovision")].into()),
+        );
+        h.insert("bcc".into(), long("x"));
+        h.insert("x-death".into(), long("x"));
+        h.insert("x-lpc-retry-round".into(), AMQPValue::LongLongInt(99));
+        h.insert("traceparent".into(), long("00-abc-def-01"));
+        let original = BasicProperties::default()
+            .with_headers(h)
+            .with_user_id("someone-else".into())
+            .with_expiration("1".into())
+            .with_reply_to("elsewhere".into())
+            .with_content_type("application/json".into())
+            .with_message_id("m-1".into())
+            .with_correlation_id("c-1".into());
+        let copy = copy_properties(&original, vec![("x-lpc-error-code", long("wrong_queue"))]);
+        assert!(copy.user_id().is_none());
+        assert!(copy.expiration().is_none());
+        assert!(copy.reply_to().is_none());
+        assert_eq!(copy.delivery_mode(), &Some(2));
+        assert_eq!(copy.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
+        assert_eq!(
+            copy.correlation_id().as_ref().map(|m| m.as_str()),
+            Some("c-1")
+        );
+        let h = copy.headers().as_ref().unwrap().inner();
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, vec!["traceparent", "x-lpc-error-code"]);
+    }
+
+    #[test]
+    fn oversized_headers_are_dropped_not_copied() {
+        let mut h = FieldTable::default();
+        h.insert("big".into(), long(&"x".repeat(130 * 1024)));
+        let original = BasicProperties::default().with_headers(h);
+        let copy = copy_properties(&original, vec![]);
+        let h = copy.headers().as_ref().unwrap();
+        assert!(table_len(h) < 1024);
+        assert!(h.inner().contains_key(headers::HEADERS_DROPPED));
     }
 }

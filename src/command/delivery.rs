@@ -4,39 +4,25 @@
 use super::{Command, CommandType, Rejection};
 use tracing::info_span;
 
-/// A delivery, before parsing.
+/// A delivery, before parsing. Only the body and the queue count: no header steers the
+/// connector (the retry state lives in the store).
 #[derive(Debug, Clone)]
 pub(crate) struct Incoming {
     pub body: Vec<u8>,
     /// The queue it arrived on.
     pub queue: CommandType,
-    /// Delayed redeliveries already done (header `x-lpc-retry-round`).
-    pub round: u32,
-    /// LastPass attempts already made in earlier rounds (header `x-lpc-attempts`).
-    pub attempts: u32,
 }
 
 /// A parsed delivery, ready to be sequenced and processed.
 pub(crate) enum Prepared {
-    Invalid {
-        rejection: Rejection,
-        body: Vec<u8>,
-    },
-    Valid {
-        command: Command,
-        round: u32,
-        attempts: u32,
-    },
+    Invalid { rejection: Rejection, body: Vec<u8> },
+    Valid { command: Command },
 }
 
 impl Prepared {
     pub fn parse(incoming: Incoming) -> Prepared {
         match Command::parse(&incoming.body, incoming.queue) {
-            Ok(command) => Prepared::Valid {
-                command,
-                round: incoming.round,
-                attempts: incoming.attempts,
-            },
+            Ok(command) => Prepared::Valid { command },
             Err(rejection) => Prepared::Invalid {
                 rejection,
                 body: incoming.body,

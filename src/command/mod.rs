@@ -108,6 +108,21 @@ impl Command {
         }
     }
 
+    /// What the command asks for, in one string: its type, email and names. Two commands with
+    /// the same id and the same fingerprint are the same command (a redelivery); the same id
+    /// with another fingerprint is a different decision reusing the id.
+    pub(crate) fn fingerprint(&self) -> String {
+        let (first, last) = match &self.action {
+            Action::Provision(u) => (u.first_name.as_str(), u.last_name.as_str()),
+            _ => ("", ""),
+        };
+        let email = self.email().map(Email::as_str).unwrap_or("");
+        format!(
+            "{}\u{1f}{email}\u{1f}{first}\u{1f}{last}",
+            self.command_type()
+        )
+    }
+
     /// The email a user command is about (`None` for sync).
     pub fn email(&self) -> Option<&Email> {
         match &self.action {
@@ -305,6 +320,8 @@ pub enum RejectCode {
     InvalidEmail,
     UnknownType,
     WrongQueue,
+    /// A command id already completed by a command that asked for something else.
+    CommandIdConflict,
 }
 
 impl RejectCode {
@@ -318,6 +335,7 @@ impl RejectCode {
             RejectCode::InvalidEmail => "invalid_email",
             RejectCode::UnknownType => "unknown_type",
             RejectCode::WrongQueue => "wrong_queue",
+            RejectCode::CommandIdConflict => "command_id_conflict",
         }
     }
 }
@@ -334,6 +352,22 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// A valid command whose id was already used by a different command.
+    pub(crate) fn conflict(command: &Command) -> Rejection {
+        Rejection {
+            code: RejectCode::CommandIdConflict,
+            message: format!(
+                "command_id {} was already used by a different command; this one is not \
+                 applied (use a new command_id for a new decision)",
+                command.meta.command_id
+            ),
+            command_id: Some(command.meta.command_id),
+            command_type: Some(command.command_type().as_str().to_string()),
+            correlation_id: command.meta.correlation_id.clone(),
+            email: command.email().map(|e| e.to_string()),
+        }
+    }
+
     fn new(code: RejectCode, message: String) -> Self {
         Rejection {
             code,

@@ -3,7 +3,7 @@
 //! snapshot. Every write is a committed, fsynced transaction, so it survives a crash. The
 //! directory is created 0700 and the file 0600: it holds emails and events.
 
-use super::{CommandLedger, SnapshotEntry, SnapshotStore, StoreError};
+use super::{CommandLedger, Completion, RetryState, SnapshotEntry, SnapshotStore, StoreError};
 use crate::event::Event;
 use futures_util::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 const COMPLETED: TableDefinition<&str, &[u8]> = TableDefinition::new("completed");
 const INTENTS: TableDefinition<&str, i64> = TableDefinition::new("intents");
+const RETRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("retries");
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const STAGING: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot_staging");
 
@@ -28,6 +29,14 @@ const FILE_NAME: &str = "ledger.redb";
 struct Completed {
     at: i64,
     event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Retry {
+    at: i64,
+    state: RetryState,
 }
 
 fn now() -> i64 {
@@ -111,6 +120,7 @@ pub(crate) fn open(
     let tx = db.begin_write()?;
     tx.open_table(COMPLETED)?;
     tx.open_table(INTENTS)?;
+    tx.open_table(RETRIES)?;
     tx.open_table(SNAPSHOT)?;
     tx.open_table(STAGING)?;
     tx.commit()?;
@@ -125,17 +135,55 @@ pub(crate) fn open(
 }
 
 impl CommandLedger for EmbeddedLedger {
-    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Event>, StoreError>> {
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
         Box::pin(self.db.blocking(move |db| {
             let tx = db.begin_read()?;
             let t = tx.open_table(COMPLETED)?;
             match t.get(id.to_string().as_str())? {
                 Some(v) => {
                     let c: Completed = serde_json::from_slice(v.value())?;
-                    Ok(Some(c.event))
+                    Ok(Some(Completion {
+                        event: c.event,
+                        fingerprint: c.fingerprint,
+                    }))
                 }
                 None => Ok(None),
             }
+        }))
+    }
+
+    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(RETRIES)?;
+            match t.get(id.to_string().as_str())? {
+                Some(v) => Ok(serde_json::from_slice::<Retry>(v.value())?.state),
+                None => Ok(RetryState::default()),
+            }
+        }))
+    }
+
+    fn set_retry_state(
+        &self,
+        id: Uuid,
+        state: Option<RetryState>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.db.blocking(move |db| {
+            let key = id.to_string();
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(RETRIES)?;
+                match state {
+                    Some(state) => {
+                        let v = serde_json::to_vec(&Retry { at: now(), state })?;
+                        t.insert(key.as_str(), v.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key.as_str())?;
+                    }
+                }
+            }
+            Ok(tx.commit()?)
         }))
     }
 
@@ -156,10 +204,16 @@ impl CommandLedger for EmbeddedLedger {
         }))
     }
 
-    fn complete<'a>(&'a self, id: Uuid, event: &'a Event) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn complete<'a>(
+        &'a self,
+        id: Uuid,
+        fingerprint: &'a str,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let value = serde_json::to_vec(&Completed {
             at: now(),
             event: event.clone(),
+            fingerprint: Some(fingerprint.to_string()),
         });
         Box::pin(async move {
             let value = value?;
@@ -170,6 +224,7 @@ impl CommandLedger for EmbeddedLedger {
                     tx.open_table(COMPLETED)?
                         .insert(key.as_str(), value.as_slice())?;
                     tx.open_table(INTENTS)?.remove(key.as_str())?;
+                    tx.open_table(RETRIES)?.remove(key.as_str())?;
                     Ok(tx.commit()?)
                 })
                 .await
@@ -194,6 +249,14 @@ impl CommandLedger for EmbeddedLedger {
                 t.retain(|_, at| {
                     removed += u64::from(at < cutoff);
                     at >= cutoff
+                })?;
+                let mut t = tx.open_table(RETRIES)?;
+                t.retain(|_, v| {
+                    let keep = serde_json::from_slice::<Retry>(v)
+                        .map(|r| r.at >= cutoff)
+                        .unwrap_or(false);
+                    removed += u64::from(!keep);
+                    keep
                 })?;
             }
             tx.commit()?;
@@ -300,14 +363,27 @@ mod tests {
             assert_eq!(l.completed(id).await.unwrap(), None);
             l.record_intent(id).await.unwrap();
             assert!(l.had_intent(id).await.unwrap());
-            l.complete(id, &event(id)).await.unwrap();
+            let state = RetryState {
+                round: 2,
+                attempts: 5,
+            };
+            l.set_retry_state(id, Some(state)).await.unwrap();
+            assert_eq!(l.retry_state(id).await.unwrap(), state);
+            l.complete(id, "fp", &event(id)).await.unwrap();
             assert!(
                 !l.had_intent(id).await.unwrap(),
                 "completion clears the intent"
             );
+            assert_eq!(
+                l.retry_state(id).await.unwrap(),
+                RetryState::default(),
+                "and the retry state"
+            );
         }
         let l = ledger(dir.path(), Duration::from_secs(3600));
-        assert_eq!(l.completed(id).await.unwrap(), Some(event(id)));
+        let c = l.completed(id).await.unwrap().unwrap();
+        assert_eq!(c.event, event(id));
+        assert_eq!(c.fingerprint.as_deref(), Some("fp"));
     }
 
     #[cfg(unix)]
@@ -327,7 +403,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
         let keep = ledger(dir.path(), Duration::from_secs(3600));
-        keep.complete(id, &event(id)).await.unwrap();
+        keep.complete(id, "fp", &event(id)).await.unwrap();
         assert_eq!(keep.prune().await.unwrap(), 0);
         assert!(keep.completed(id).await.unwrap().is_some());
         drop(keep);

@@ -49,17 +49,51 @@ pub(crate) struct SnapshotEntry {
     pub status: AccountStatus,
 }
 
+/// A completed command as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Completion {
+    /// The event it produced, repeated verbatim for a redelivery.
+    pub event: Event,
+    /// What the command asked for (see `Command::fingerprint`), to tell a redelivery from a
+    /// different command that reuses the id. `None` in records written before it was kept.
+    pub fingerprint: Option<String>,
+}
+
+/// Where a command is in its delayed-redelivery rounds. Kept in the store, never taken from a
+/// message's headers, so a publisher cannot shorten the retry budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) struct RetryState {
+    /// Delayed redeliveries already done.
+    pub round: u32,
+    /// LastPass attempts made in earlier rounds.
+    pub attempts: u32,
+}
+
 /// Completed commands with their events, and intents. A command id found here as completed is
 /// never applied again: its stored event is repeated verbatim.
 pub(crate) trait CommandLedger: Send + Sync + 'static {
-    /// The event of a completed command, if it completed (and was not pruned).
-    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Event>, StoreError>>;
+    /// A completed command's record, if it completed (and was not pruned).
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>>;
     /// Records, durably, that a mutating call for this command is about to be made.
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Whether an earlier attempt of this command recorded an intent.
     fn had_intent(&self, id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// Records a command as completed with its event, durably, and clears its intent.
-    fn complete<'a>(&'a self, id: Uuid, event: &'a Event) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Records a command as completed with its event and fingerprint, durably, and clears its
+    /// intent and retry state.
+    fn complete<'a>(
+        &'a self,
+        id: Uuid,
+        fingerprint: &'a str,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The command's retry state (zero when it has none).
+    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>>;
+    /// Records the command's retry state durably; `None` forgets it (a fresh start).
+    fn set_retry_state(
+        &self,
+        id: Uuid,
+        state: Option<RetryState>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Forgets completed commands and intents older than the retention. Returns how many.
     fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }

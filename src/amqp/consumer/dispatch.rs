@@ -5,8 +5,6 @@
 use super::settle::settle;
 use super::setup::Session;
 use super::{AmqpSettings, SessionError};
-use crate::amqp::headers;
-use crate::amqp::publisher::int_header;
 use crate::command::{Incoming, Prepared};
 use crate::keyed::Sequencer;
 use crate::lastpass::LastPass;
@@ -63,16 +61,9 @@ pub(super) async fn dispatch<L: LastPass>(
             Some((_, Err(err))) => return Err(SessionError::Delivery(err)),
             Some((q, Ok(d))) => (q, d),
         };
-        let header = |name| {
-            int_header(&delivery.properties, name)
-                .unwrap_or(0)
-                .clamp(0, i64::from(u32::MAX)) as u32
-        };
         let incoming = Incoming {
             body: delivery.data.clone(),
             queue,
-            round: header(headers::RETRY_ROUND),
-            attempts: header(headers::ATTEMPTS),
         };
         let prepared = Prepared::parse(incoming);
         let turn = prepared.key().map(|k| sequencer.enter(&k));
