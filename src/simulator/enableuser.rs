@@ -1,0 +1,45 @@
+//! `enableuser`: enables disabled users, reports the others as unchanged or unknown.
+
+use super::company::{Company, clip};
+use super::render::{fail, to_json};
+use serde::Serialize;
+use serde_json::Value;
+
+impl Company {
+    /// `enableuser`: disabled users are enabled, others unchanged; unknown names are reported in
+    /// an `error` string (`No such user: a, b`) next to `status: success`.
+    pub(super) fn enableuser(&mut self, data: &Value) -> String {
+        let names: Vec<&str> = match data {
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            Value::String(s) => vec![s.as_str()],
+            _ => return fail("Invalid data"),
+        };
+        let mut enabled = Vec::new();
+        let mut unchanged = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match self.find(name).and_then(|uid| self.users.get_mut(&uid)) {
+                Some(u) if u.disabled => {
+                    u.disabled = false;
+                    enabled.push(u.username.clone());
+                }
+                Some(u) => unchanged.push(u.username.clone()),
+                None => missing.push(clip(name)),
+            }
+        }
+        #[derive(Serialize)]
+        struct Out {
+            status: &'static str,
+            enabled_users: Vec<String>,
+            unchanged_users: Vec<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<String>,
+        }
+        to_json(&Out {
+            status: "success",
+            enabled_users: enabled,
+            unchanged_users: unchanged,
+            error: (!missing.is_empty()).then(|| format!("No such user: {}", missing.join(", "))),
+        })
+    }
+}
