@@ -41,7 +41,7 @@ impl Company {
                 continue;
             }
             fine += 1;
-            if self.find(name).is_some() {
+            if self.users.uid_of(name).is_some() {
                 continue;
             }
             let groups = match item.get("groups") {
@@ -51,7 +51,7 @@ impl Company {
             };
             let uid = self.next_uid;
             self.next_uid += 1;
-            self.users.insert(
+            self.users.put(
                 uid,
                 SimUser {
                     uid: uid.to_string(),

@@ -77,12 +77,11 @@ pub enum ControlError {
 
 impl Company {
     pub(super) fn users(&self) -> Vec<SimUser> {
-        self.users.values().cloned().collect()
+        self.users.iter().map(|(_, u)| u.clone()).collect()
     }
 
     pub(super) fn user(&self, email: &str) -> Option<SimUser> {
-        self.find(email)
-            .and_then(|uid| self.users.get(&uid).cloned())
+        self.users.find(email).map(|(_, u)| u.clone())
     }
 
     pub(super) fn invited(&self) -> Vec<String> {
@@ -170,7 +169,7 @@ impl Company {
         if spec.username.trim().is_empty() {
             return Err(ControlError::Invalid("username is required".into()));
         }
-        let uid = match self.find(&spec.username) {
+        let uid = match self.users.uid_of(&spec.username) {
             Some(uid) => uid,
             None => {
                 let uid = self.next_uid;
@@ -200,15 +199,15 @@ impl Company {
             groups: spec.groups,
             password_reset_required: spec.password_reset_required.unwrap_or(neverloggedin),
         };
-        self.users.insert(uid, user);
+        self.users.put(uid, user);
         Ok(uid.to_string())
     }
 
     pub(super) fn delete_user(&mut self, email: &str) -> bool {
-        match self.find(email) {
-            Some(uid) => self.users.remove(&uid).is_some(),
-            None => false,
-        }
+        self.users
+            .uid_of(email)
+            .and_then(|uid| self.users.remove(uid))
+            .is_some()
     }
 
     pub(super) fn update_user(
@@ -216,46 +215,107 @@ impl Company {
         email: &str,
         p: SimUserPatch,
     ) -> Result<SimUser, ControlError> {
-        let uid = self.find(email).ok_or(ControlError::NotFound)?;
+        let uid = self.users.uid_of(email).ok_or(ControlError::NotFound)?;
         if let Some(new) = &p.username {
             if new.trim().is_empty() {
                 return Err(ControlError::Invalid("username must not be empty".into()));
             }
-            if self.find(new).is_some_and(|other| other != uid) {
+            if self.users.uid_of(new).is_some_and(|other| other != uid) {
                 return Err(ControlError::Conflict(format!(
                     "{} already exists",
                     clip(new)
                 )));
             }
         }
-        let u = self.users.get_mut(&uid).ok_or(ControlError::NotFound)?;
-        if let Some(v) = p.username {
-            u.username = v.trim().to_string();
-        }
-        if let Some(v) = p.fullname {
-            u.fullname = v;
-        }
-        if let Some(v) = p.disabled {
-            u.disabled = v;
-        }
-        if let Some(v) = p.admin {
-            u.admin = v;
-        }
-        if let Some(v) = p.neverloggedin {
-            u.neverloggedin = v;
-        }
-        if let Some(v) = p.last_login {
-            u.last_login = v;
-        }
-        if let Some(v) = p.created {
-            u.created = v;
-        }
-        if let Some(v) = p.groups {
-            u.groups = v;
-        }
-        if let Some(v) = p.password_reset_required {
-            u.password_reset_required = v;
-        }
-        Ok(u.clone())
+        self.users
+            .update(uid, |u| {
+                if let Some(v) = p.username {
+                    u.username = v.trim().to_string();
+                }
+                if let Some(v) = p.fullname {
+                    u.fullname = v;
+                }
+                if let Some(v) = p.disabled {
+                    u.disabled = v;
+                }
+                if let Some(v) = p.admin {
+                    u.admin = v;
+                }
+                if let Some(v) = p.neverloggedin {
+                    u.neverloggedin = v;
+                }
+                if let Some(v) = p.last_login {
+                    u.last_login = v;
+                }
+                if let Some(v) = p.created {
+                    u.created = v;
+                }
+                if let Some(v) = p.groups {
+                    u.groups = v;
+                }
+                if let Some(v) = p.password_reset_required {
+                    u.password_reset_required = v;
+                }
+                u.clone()
+            })
+            .ok_or(ControlError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::company::test_support::company;
+    use super::*;
+
+    #[test]
+    fn add_rename_and_delete_keep_lookups_right() {
+        let mut c = company(0);
+        let uid = c.add_user(SimUserSpec::staged("jane@example.com")).unwrap();
+        // Same username in another case: replaced, same uid.
+        let again = c
+            .add_user(SimUserSpec::active(
+                "JANE@example.com",
+                "2024-01-02 03:04:05",
+            ))
+            .unwrap();
+        assert_eq!(again, uid);
+        assert_eq!(c.users().len(), 1);
+        assert_eq!(
+            c.user("jane@example.com").unwrap().username,
+            "JANE@example.com"
+        );
+
+        c.add_user(SimUserSpec::staged("bob@example.com")).unwrap();
+        let conflict = SimUserPatch {
+            username: Some("Bob@Example.com".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.update_user("jane@example.com", conflict),
+            Err(ControlError::Conflict(_))
+        ));
+        let rename = SimUserPatch {
+            username: Some(" janet@example.com ".into()),
+            ..Default::default()
+        };
+        let renamed = c.update_user("Jane@example.com", rename).unwrap();
+        assert_eq!(
+            (renamed.uid.as_str(), renamed.username.as_str()),
+            (uid.as_str(), "janet@example.com")
+        );
+        assert!(c.user("jane@example.com").is_none());
+        assert_eq!(c.user("JANET@example.com").unwrap().uid, uid);
+        // The renamed user keeps its uid, hence its place in the paging order.
+        let names: Vec<String> = c.users().into_iter().map(|u| u.username).collect();
+        assert_eq!(names, ["janet@example.com", "bob@example.com"]);
+        assert_eq!(
+            c.update_user("jane@example.com", SimUserPatch::default()),
+            Err(ControlError::NotFound)
+        );
+
+        assert!(c.delete_user("janet@EXAMPLE.com"));
+        assert!(!c.delete_user("janet@example.com"));
+        assert!(c.user("janet@example.com").is_none());
+        assert_eq!(c.users().len(), 1);
     }
 }

@@ -28,20 +28,25 @@ impl Company {
                 no_such()
             };
         }
-        let Some(uid) = self.find(name) else {
+        let Some(uid) = self.users.uid_of(name) else {
             return no_such();
         };
         if action == 0 {
-            let Some(user) = self.users.get_mut(&uid) else {
-                return no_such();
-            };
-            if user.disabled {
-                let msg = format!("User already disabled: {}", user.username);
-                return status("OK", Some(Value::from(msg)), None);
+            // The username of a user that was disabled already.
+            let already = self.users.update(uid, |user| {
+                let was = std::mem::replace(&mut user.disabled, true);
+                was.then(|| user.username.clone())
+            });
+            match already {
+                None => return no_such(),
+                Some(Some(username)) => {
+                    let msg = format!("User already disabled: {username}");
+                    return status("OK", Some(Value::from(msg)), None);
+                }
+                Some(None) => {}
             }
-            user.disabled = true;
         } else {
-            self.users.remove(&uid);
+            self.users.remove(uid);
         }
         ok()
     }

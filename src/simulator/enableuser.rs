@@ -18,12 +18,15 @@ impl Company {
         let mut unchanged = Vec::new();
         let mut missing = Vec::new();
         for name in names {
-            match self.find(name).and_then(|uid| self.users.get_mut(&uid)) {
-                Some(u) if u.disabled => {
-                    u.disabled = false;
-                    enabled.push(u.username.clone());
-                }
-                Some(u) => unchanged.push(u.username.clone()),
+            let hit = self.users.uid_of(name).and_then(|uid| {
+                self.users.update(uid, |u| {
+                    let was_disabled = std::mem::replace(&mut u.disabled, false);
+                    (was_disabled, u.username.clone())
+                })
+            });
+            match hit {
+                Some((true, username)) => enabled.push(username),
+                Some((false, username)) => unchanged.push(username),
                 None => missing.push(clip(name)),
             }
         }

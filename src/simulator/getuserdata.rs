@@ -127,10 +127,7 @@ impl Company {
             disabled.is_none_or(|d| u.disabled == d) && admin.is_none_or(|a| u.admin == a)
         };
         if let Some(name) = data.get("username").and_then(Value::as_str) {
-            let hit = self
-                .find(name)
-                .and_then(|uid| self.users.get(&uid).map(|u| (uid, u)))
-                .filter(|(_, u)| filter(u));
+            let hit = self.users.find(name).filter(|(_, u)| filter(u));
             return match hit {
                 Some(found) => self.user_data(vec![found], 1),
                 None if self.quirks.unknown_user_error => to_json(&json!({
@@ -139,12 +136,7 @@ impl Company {
                 None => self.user_data(Vec::new(), 0),
             };
         }
-        let matching: Vec<(u64, &SimUser)> = self
-            .users
-            .iter()
-            .filter(|(_, u)| filter(u))
-            .map(|(k, u)| (*k, u))
-            .collect();
+        let matching: Vec<(u64, &SimUser)> = self.users.iter().filter(|(_, u)| filter(u)).collect();
         let total = matching.len() as u64;
         let size = as_u64(data.get("pagesize")).unwrap_or(0);
         let index = as_u64(data.get("pageindex")).unwrap_or(0);
