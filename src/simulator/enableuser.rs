@@ -46,3 +46,40 @@ impl Company {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SimUserSpec;
+    use super::super::company::test_support::{call, company};
+    use serde_json::json;
+
+    #[test]
+    fn enableuser_answers() {
+        let mut c = company(0);
+        c.add_user(SimUserSpec {
+            username: "Off@example.com".into(),
+            disabled: true,
+            ..Default::default()
+        })
+        .unwrap();
+        c.add_user(SimUserSpec::staged("on@example.com")).unwrap();
+        // A single name as a string; names answered as stored.
+        assert_eq!(
+            call(&mut c, "enableuser", json!("off@example.com")),
+            r#"{"status":"success","enabled_users":["Off@example.com"],"unchanged_users":[]}"#
+        );
+        assert_eq!(
+            call(
+                &mut c,
+                "enableuser",
+                json!(["OFF@example.com", "on@example.com"])
+            ),
+            r#"{"status":"success","enabled_users":[],"unchanged_users":["Off@example.com","on@example.com"]}"#
+        );
+        assert!(!c.user("off@example.com").unwrap().disabled);
+        assert_eq!(
+            call(&mut c, "enableuser", json!({"username": "x"})),
+            r#"{"status":"FAIL","error":"Invalid data"}"#
+        );
+    }
+}

@@ -91,3 +91,54 @@ impl Company {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::company::test_support::company;
+    use super::*;
+
+    #[test]
+    fn faults_apply_in_the_documented_order() {
+        let mut c = company(0);
+        assert_eq!(c.fault(), None);
+        c.set_faults(FaultsPatch {
+            fail_next: Some(1),
+            rate_limit_next: Some(1),
+            retry_after_secs: Some(7),
+            ..Default::default()
+        });
+        assert_eq!(c.fault(), Some(ApiAnswer::Unavailable));
+        assert_eq!(
+            c.fault(),
+            Some(ApiAnswer::RateLimited {
+                retry_after_secs: 7
+            })
+        );
+        assert_eq!(c.fault(), None);
+        c.set_faults(FaultsPatch {
+            outage: Some(true),
+            fail_next: Some(2),
+            ..Default::default()
+        });
+        // An outage answers first and consumes nothing.
+        assert_eq!(c.fault(), Some(ApiAnswer::Unavailable));
+        assert_eq!(c.faults.fail_next, 2);
+    }
+
+    #[test]
+    fn rates_are_clamped() {
+        let mut c = company(0);
+        let f = c.set_faults(FaultsPatch {
+            error_rate: Some(f64::NAN),
+            rate_limit_rate: Some(3.0),
+            ..Default::default()
+        });
+        assert_eq!((f.error_rate, f.rate_limit_rate), (0.0, 1.0));
+        assert_eq!(
+            c.fault(),
+            Some(ApiAnswer::RateLimited {
+                retry_after_secs: 1
+            })
+        );
+    }
+}

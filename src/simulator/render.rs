@@ -127,3 +127,54 @@ pub(super) fn ok() -> String {
 pub(super) fn fail(msg: impl Into<String>) -> String {
     status("FAIL", Some(Value::from(msg.into())), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quirks(date_style: DateStyle) -> Quirks {
+        Quirks {
+            numeric_bools: true,
+            string_numbers: true,
+            date_style,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn values_per_quirks() {
+        let plain = Quirks::default();
+        assert_eq!(num(7, &plain), Value::from(7));
+        assert_eq!(num(7, &quirks(DateStyle::Plain)), Value::from("7"));
+        assert_eq!(boolean(true, &plain), Value::from(true));
+        assert_eq!(boolean(true, &quirks(DateStyle::Plain)), Value::from(1));
+        let stored = "2022-05-11 11:02:26";
+        assert_eq!(date(stored, &plain), stored);
+        assert_eq!(
+            date(stored, &quirks(DateStyle::Rfc3339)),
+            "2022-05-11T11:02:26Z"
+        );
+        assert_eq!(
+            date(stored, &quirks(DateStyle::Offset)),
+            "2022-05-11 07:02:26 -0400"
+        );
+        // Never-logged-in and odd stored values are sent verbatim.
+        assert_eq!(date("", &quirks(DateStyle::Rfc3339)), "");
+        assert_eq!(date("soon", &quirks(DateStyle::Offset)), "soon");
+    }
+
+    #[test]
+    fn php_maps_and_status_answers() {
+        assert_eq!(to_json(&PhpMap::<u8>(Vec::new())), "[]");
+        assert_eq!(
+            to_json(&PhpMap(vec![("2".into(), 1), ("1".into(), 2)])),
+            r#"{"2":1,"1":2}"#
+        );
+        assert_eq!(ok(), r#"{"status":"OK"}"#);
+        assert_eq!(fail("x"), r#"{"status":"FAIL","error":"x"}"#);
+        assert_eq!(
+            status("WARN", None, Some(Value::from(vec!["a"]))),
+            r#"{"status":"WARN","errors":["a"]}"#
+        );
+    }
+}
