@@ -30,6 +30,7 @@ pub mod lastpass;
 pub mod ledger;
 pub mod processor;
 pub mod service;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod status;
 pub mod sync;

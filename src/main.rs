@@ -1,7 +1,9 @@
 //! The thin binary: parse the command line, start tracing, hand over to the library.
 
 use clap::{Parser, Subcommand};
-use lastpass_connector::{config, service, simulator};
+#[cfg(feature = "simulator")]
+use lastpass_connector::simulator;
+use lastpass_connector::{config, service};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -16,6 +18,7 @@ enum Cmd {
     /// Consume commands from RabbitMQ and apply them to LastPass.
     Run(config::RunArgs),
     /// Run the LastPass Enterprise API simulator (for tests and demos).
+    #[cfg(feature = "simulator")]
     Simulator(simulator::SimulatorArgs),
 }
 
@@ -57,6 +60,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "simulator")]
         Cmd::Simulator(args) => match simulator::run_cli(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
