@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+pub(crate) mod value;
 mod wire;
 
 pub use client::{Client, ClientConfig, Provhash};

@@ -13,6 +13,7 @@
 //! - `neverloggedin` missing: inferred from `last_login` being `""`/missing.
 //! - Other bools missing or null: `false`.
 
+use super::value::{as_bool, as_string, as_u64};
 use super::{DelUserOutcome, EnableOutcome, LastPassError, User, UserPage};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
@@ -165,39 +166,6 @@ fn mentions(messages: &[String], needle: &str) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Scalars.
-
-/// `true`/`false`, `1`/`0`, `"1"`/`"0"`, `"true"`/`"false"`; `None` for null/missing/other.
-pub(crate) fn as_bool(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_f64().map(|f| f != 0.0),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" => Some(true),
-            "0" | "false" | "no" | "" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// An int, a digit string, or null (`None`).
-pub(crate) fn as_u64(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_string(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
 
 fn as_strings(v: Option<&Value>) -> Vec<String> {
     match v {

@@ -23,11 +23,22 @@
 //!   `unchanged_users`, plus `"error":"No such user: a, b"`;
 //! - `getuserdata` without `pagesize` (or 0): every matching user in one page.
 
+mod api;
+mod batchadd;
 mod company;
+mod control;
+mod deluser;
+mod enableuser;
+mod faults;
+mod getuserdata;
+mod render;
 mod seed;
 mod server;
 
-pub use company::AUTH_ERROR_XML;
+pub use api::AUTH_ERROR_XML;
+pub use control::{ControlError, SimUserPatch, SimUserSpec};
+pub use faults::{Faults, FaultsPatch};
+pub use render::{DateStyle, Quirks, QuirksPatch};
 pub use seed::{DATE_FORMAT, FIRST_UID, GROUPS};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -61,157 +72,6 @@ pub struct SimUser {
     pub password_reset_required: bool,
 }
 
-/// A user to add (`POST /_control/users`, [`SimulatorHandle::add_user`]). Only `username` is
-/// required. `last_login` defaults to `""` (or now when `neverloggedin: false`); `neverloggedin`
-/// defaults to `last_login == ""`; `created` to now; `password_reset_required` to
-/// `neverloggedin`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimUserSpec {
-    pub username: String,
-    pub fullname: String,
-    pub disabled: bool,
-    pub admin: bool,
-    pub neverloggedin: Option<bool>,
-    pub last_login: Option<String>,
-    pub created: Option<String>,
-    pub groups: Vec<String>,
-    pub password_reset_required: Option<bool>,
-}
-
-impl SimUserSpec {
-    /// A user who logged in at `last_login` (`YYYY-MM-DD HH:MM:SS`).
-    pub fn active(username: &str, last_login: &str) -> Self {
-        SimUserSpec {
-            username: username.into(),
-            last_login: Some(last_login.into()),
-            ..Default::default()
-        }
-    }
-
-    /// A user who never logged in.
-    pub fn staged(username: &str) -> Self {
-        SimUserSpec {
-            username: username.into(),
-            ..Default::default()
-        }
-    }
-}
-
-/// A change to a user (`PATCH /_control/users/{username}`, [`SimulatorHandle::update_user`]):
-/// only the given fields change; `username` renames, keeping the uid.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimUserPatch {
-    pub username: Option<String>,
-    pub fullname: Option<String>,
-    pub disabled: Option<bool>,
-    pub admin: Option<bool>,
-    pub neverloggedin: Option<bool>,
-    pub last_login: Option<String>,
-    pub created: Option<String>,
-    pub groups: Option<Vec<String>>,
-    pub password_reset_required: Option<bool>,
-}
-
-/// Faults of the API endpoint (never of the control endpoint), applied in this order:
-/// latency, outage, `fail_next`, `rate_limit_next`, `error_rate`, `rate_limit_rate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Faults {
-    /// Delay before every API answer.
-    pub latency_ms: u64,
-    /// Fraction (0..=1) of API answers that are HTTP 503 with a small HTML body.
-    pub error_rate: f64,
-    /// Fraction (0..=1) of API answers that are HTTP 429 (HTML, `Retry-After`).
-    pub rate_limit_rate: f64,
-    /// Every API call answers 503.
-    pub outage: bool,
-    /// The next N API calls answer 503.
-    pub fail_next: u32,
-    /// The next N API calls answer 429 with `Retry-After`.
-    pub rate_limit_next: u32,
-    /// The `Retry-After` of 429 answers, in seconds.
-    pub retry_after_secs: u64,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            latency_ms: 0,
-            error_rate: 0.0,
-            rate_limit_rate: 0.0,
-            outage: false,
-            fail_next: 0,
-            rate_limit_next: 0,
-            retry_after_secs: 1,
-        }
-    }
-}
-
-impl Faults {
-    /// Rates clamped to 0..=1 (NaN → 0).
-    fn sanitized(mut self) -> Self {
-        let clamp = |r: f64| if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
-        self.error_rate = clamp(self.error_rate);
-        self.rate_limit_rate = clamp(self.rate_limit_rate);
-        self
-    }
-}
-
-/// A change to [`Faults`]: missing fields are unchanged (`PUT /_control/faults`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FaultsPatch {
-    pub latency_ms: Option<u64>,
-    pub error_rate: Option<f64>,
-    pub rate_limit_rate: Option<f64>,
-    pub outage: Option<bool>,
-    pub fail_next: Option<u32>,
-    pub rate_limit_next: Option<u32>,
-    pub retry_after_secs: Option<u64>,
-}
-
-/// How dates are printed (stored dates are `YYYY-MM-DD HH:MM:SS` UTC).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DateStyle {
-    /// `2022-05-11 11:02:26` (the usual form).
-    #[default]
-    Plain,
-    /// `2022-05-11T11:02:26Z`.
-    Rfc3339,
-    /// `2022-05-11 07:02:26 -0400` (same instant, US/Eastern summer offset).
-    Offset,
-}
-
-/// Documented variants of the wire format the simulator can produce instead of the usual one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Quirks {
-    /// Unknown `username` lookups answer `{"error":["x is not a valid user."]}` instead of
-    /// `Users: []`.
-    pub unknown_user_error: bool,
-    /// Bools as `0`/`1`.
-    pub numeric_bools: bool,
-    /// `total`, `count`, `sites`… as digit strings.
-    pub string_numbers: bool,
-    /// `Invited` instead of `invited`.
-    pub invited_capitalized: bool,
-    pub date_style: DateStyle,
-}
-
-/// A change to [`Quirks`] (`PUT /_control/quirks`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct QuirksPatch {
-    pub unknown_user_error: Option<bool>,
-    pub numeric_bools: Option<bool>,
-    pub string_numbers: Option<bool>,
-    pub invited_capitalized: Option<bool>,
-    pub date_style: Option<DateStyle>,
-}
-
 /// An applied mutating API call (`deluser`, `batchadd`, `enableuser`): its `cmd` and `data`,
 /// never the envelope's provhash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,17 +103,6 @@ impl fmt::Debug for Credentials {
             .field("provhash", &"***")
             .finish()
     }
-}
-
-/// Why a control operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("no such user")]
-    NotFound,
-    #[error("conflict: {0}")]
-    Conflict(String),
-    #[error("invalid request: {0}")]
-    Invalid(String),
 }
 
 /// `GET /_control/state`.

@@ -1,7 +1,8 @@
 //! The HTTP side of the simulator: the API endpoint (faults, then [`Company::answer`]) and the
 //! `/_control/` endpoints (never subject to faults).
 
-use super::company::{ApiAnswer, Company};
+use super::api::ApiAnswer;
+use super::company::Company;
 use super::{ControlError, FaultsPatch, QuirksPatch, SimUserPatch, SimUserSpec, StateView};
 use axum::Router;
 use axum::body::Bytes;
