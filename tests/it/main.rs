@@ -5,6 +5,7 @@
 
 mod client;
 mod consumer;
+mod hostile;
 mod process;
 mod schemas;
 mod support;

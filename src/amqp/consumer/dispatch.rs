@@ -25,10 +25,16 @@ pub(super) async fn dispatch<L: LastPass>(
     stop: &CancellationToken,
 ) -> Result<(), SessionError> {
     let permits = Arc::new(Semaphore::new(usize::from(s.concurrency)));
+    // Cancelled by a task whose publish failed: this session can no longer be trusted to
+    // publish, so it ends (and its unacked deliveries come back on the next one).
+    let broken = CancellationToken::new();
     let mut sequencer = Sequencer::new();
     let mut paused = false;
     loop {
         reap(tasks)?;
+        if broken.is_cancelled() {
+            return Err(SessionError::PublishFailed);
+        }
         if !processor.gate.is_open() {
             if !paused {
                 paused = true;
@@ -54,6 +60,7 @@ pub(super) async fn dispatch<L: LastPass>(
         };
         let next = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            _ = broken.cancelled() => return Err(SessionError::PublishFailed),
             d = session.deliveries.next() => d,
         };
         let (queue, delivery) = match next {
@@ -70,6 +77,7 @@ pub(super) async fn dispatch<L: LastPass>(
         let processor = processor.clone();
         let publisher = session.publisher.clone();
         let span = prepared.span();
+        let broken = broken.clone();
         tasks.spawn(
             async move {
                 let _turn = match turn {
@@ -77,7 +85,7 @@ pub(super) async fn dispatch<L: LastPass>(
                     None => None,
                 };
                 let disposition = processor.process(prepared, &publisher).await;
-                settle(&publisher, delivery, queue, disposition).await;
+                settle(&publisher, delivery, queue, disposition, &broken).await;
                 drop(permit);
             }
             .instrument(span),

@@ -52,6 +52,8 @@ pub(crate) enum SessionError {
     Delivery(#[source] lapin::Error),
     #[error("a command task panicked; the session restarts so its delivery comes back")]
     TaskPanicked,
+    #[error("a publish failed; the session restarts with fresh channels")]
+    PublishFailed,
 }
 
 /// Runs until `stop` is cancelled; reconnects on its own. Returns when every in-flight delivery

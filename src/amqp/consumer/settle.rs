@@ -7,13 +7,18 @@ use crate::event::EventSink;
 use crate::processor::Disposition;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+/// `broken` is cancelled when a publish fails: the broker may have closed the publishing
+/// channel (a 406 closes it), and a session that cannot publish must not go on applying
+/// commands, so the dispatcher ends the session and the consumer reconnects.
 pub(super) async fn settle(
     publisher: &Publisher,
     d: Delivery,
     queue: CommandType,
     disposition: Disposition,
+    broken: &CancellationToken,
 ) {
     let published = match disposition {
         Disposition::Publish(event) => publisher.publish(std::slice::from_ref(&event)).await,
@@ -59,8 +64,9 @@ pub(super) async fn settle(
             }
         }
         Err(err) => {
-            error!(error = %crate::error_chain(&err), "publishing failed; the command is not acked and will be redelivered");
+            error!(error = %crate::error_chain(&err), "publishing failed; the command is not acked and will be redelivered; the session restarts");
             give_back(d).await;
+            broken.cancel();
         }
     }
 }
