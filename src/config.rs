@@ -8,26 +8,22 @@ use std::time::Duration;
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// The flags of `lastpass-connector run`.
+/// The flags of `lastpass-connector run`. Secrets are never flags (a flag is visible to every
+/// local user in `/proc/PID/cmdline`): `AMQP_URL` (it holds the broker password) and
+/// `LASTPASS_PROVHASH` come from the environment only, and the provhash preferably from
+/// `LASTPASS_PROVHASH_FILE`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = "Environment only (secrets are never flags):\n  \
+    AMQP_URL                      RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]\n  \
+    LASTPASS_PROVHASH             LastPass API secret (prefer LASTPASS_PROVHASH_FILE)\n  \
+    CONNECTOR_ALLOW_INSECURE_HTTP true to allow http:// to a LastPass API that is not loopback")]
 pub struct RunArgs {
-    /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", value_name = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true, hide_default_value = true)]
-    pub amqp_url: String,
     /// LastPass Enterprise API endpoint.
     #[arg(long, env = "LASTPASS_API_URL", value_name = "LASTPASS_API_URL", default_value = DEFAULT_API_URL)]
     pub lastpass_api_url: String,
     /// LastPass account number (cid).
     #[arg(long, env = "LASTPASS_CID", value_name = "LASTPASS_CID")]
     pub lastpass_cid: Option<String>,
-    /// LastPass API secret (provhash). Prefer LASTPASS_PROVHASH_FILE.
-    #[arg(
-        long,
-        env = "LASTPASS_PROVHASH",
-        value_name = "LASTPASS_PROVHASH",
-        hide_env_values = true
-    )]
-    pub lastpass_provhash: Option<String>,
     /// A file holding the provhash; re-read when LastPass refuses the credentials.
     #[arg(
         long,
@@ -189,7 +185,18 @@ impl Config {
                 "LASTPASS_CID must be the numeric LastPass account number, got {cid:?}"
             )));
         }
-        let provhash = match (a.lastpass_provhash_file, a.lastpass_provhash) {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let amqp_url = var("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
+        let allow_insecure_http = match var("CONNECTOR_ALLOW_INSECURE_HTTP").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "CONNECTOR_ALLOW_INSECURE_HTTP must be true or false, got {other:?}"
+                )));
+            }
+        };
+        let provhash = match (a.lastpass_provhash_file, var("LASTPASS_PROVHASH")) {
             (Some(path), _) => ProvhashSource::File(path),
             (None, Some(p)) if !p.trim().is_empty() => {
                 ProvhashSource::Value(Provhash::new(p.trim().to_string()))
@@ -201,28 +208,18 @@ impl Config {
             }
         };
         provhash.load()?;
-        for (name, url, schemes) in [
-            ("AMQP_URL", &a.amqp_url, &["amqp://", "amqps://"][..]),
-            (
-                "LASTPASS_API_URL",
-                &a.lastpass_api_url,
-                &["http://", "https://"][..],
-            ),
-        ] {
-            if !schemes.iter().any(|s| url.starts_with(s)) {
-                return Err(ConfigError(format!(
-                    "{name} must start with {}",
-                    schemes.join(" or ")
-                )));
-            }
-        }
+        // Every URL is parsed before anything connects.
+        crate::amqp::check_url(&amqp_url)
+            .map_err(|why| ConfigError(format!("AMQP_URL is not a usable RabbitMQ URL: {why}")))?;
+        crate::lastpass::check_api_url(&a.lastpass_api_url, allow_insecure_http)
+            .map_err(|why| ConfigError(format!("LASTPASS_API_URL is not usable: {why}")))?;
         if a.retry_min_delay > a.retry_max_delay {
             return Err(ConfigError(
                 "CONNECTOR_RETRY_MIN_DELAY must not exceed CONNECTOR_RETRY_MAX_DELAY".into(),
             ));
         }
         Ok(Config {
-            amqp_url: a.amqp_url,
+            amqp_url,
             api_url: a.lastpass_api_url,
             cid,
             provhash,

@@ -9,6 +9,15 @@ mod topology;
 pub(crate) use consumer::{AmqpSettings, run};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 
+/// Checks that `url` is an AMQP URL lapin can use (scheme, host, port, vhost), before anything
+/// connects: a typo is a configuration error, not an endless reconnect loop.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err("it must start with amqp:// or amqps://".into());
+    }
+    url.parse::<lapin::uri::AMQPUri>().map(|_| ())
+}
+
 /// Headers the connector reads and writes.
 pub mod headers {
     /// Delayed redeliveries already done.

@@ -15,6 +15,36 @@ use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use std::future::Future;
 
+/// Checks the API URL before anything connects: it must parse, be http or https, and plain
+/// http is refused (the provhash would travel in clear text) unless the host is loopback or
+/// `allow_insecure_http` is set.
+pub(crate) fn check_api_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = parsed.host_str().unwrap_or("");
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback || allow_insecure_http {
+                Ok(())
+            } else {
+                Err(format!(
+                    "plain http:// to {} would send the provhash in clear text; use https:// \
+                     (or set CONNECTOR_ALLOW_INSECURE_HTTP=true)",
+                    parsed.host_str().unwrap_or("?")
+                ))
+            }
+        }
+        other => Err(format!(
+            "the scheme must be https (or http to loopback), not {other}"
+        )),
+    }
+}
+
 /// The default production endpoint.
 pub const DEFAULT_API_URL: &str = "https://lastpass.com/enterpriseapi.php";
 /// Default `getuserdata` page size (the largest clients are seen to use).
@@ -154,4 +184,21 @@ pub(crate) fn next_page(index: u32, page_size: u32, page: &UserPage) -> Option<u
     let seen = (u64::from(index) + 1) * u64::from(page_size);
     let more = (page.users.len() as u64) >= u64::from(page_size) && seen < page.total;
     more.then_some(index + 1)
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::check_api_url;
+
+    #[test]
+    fn plain_http_is_for_loopback_only_unless_allowed() {
+        assert!(check_api_url("https://lastpass.com/enterpriseapi.php", false).is_ok());
+        assert!(check_api_url("http://127.0.0.1:18080/enterpriseapi.php", false).is_ok());
+        assert!(check_api_url("http://localhost/enterpriseapi.php", false).is_ok());
+        assert!(check_api_url("http://[::1]:8080/", false).is_ok());
+        assert!(check_api_url("http://lastpass.example/", false).is_err());
+        assert!(check_api_url("http://lastpass.example/", true).is_ok());
+        assert!(check_api_url("ftp://lastpass.example/", true).is_err());
+        assert!(check_api_url("https://exa mple.com:99999/", false).is_err());
+    }
 }

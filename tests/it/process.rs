@@ -70,6 +70,34 @@ fn a_missing_or_malformed_setting_exits_2_naming_it() {
         "CONNECTOR_RETRY_DELAYS",
     );
     run_expecting_exit_2(&with("AMQP_URL", "http://wrong"), "AMQP_URL");
+    // A malformed URL is a configuration error, not an endless reconnect loop.
+    run_expecting_exit_2(
+        &with("AMQP_URL", "amqp://guest:guest@127.0.0.1:99999/%2f"),
+        "AMQP_URL",
+    );
+    run_expecting_exit_2(
+        &with("LASTPASS_API_URL", "https://exa mple.com/"),
+        "LASTPASS_API_URL",
+    );
+    // Plain http to a host that is not loopback would send the provhash in clear text.
+    run_expecting_exit_2(
+        &with(
+            "LASTPASS_API_URL",
+            "http://lastpass.example/enterpriseapi.php",
+        ),
+        "LASTPASS_API_URL",
+    );
+    // Secrets are never flags.
+    let out = bin()
+        .args(["run", "--lastpass-provhash", "s3cr3t-value"])
+        .envs(with("CONNECTOR_PREFIX", "p"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--lastpass-provhash"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-value"), "{stderr}");
     run_expecting_exit_2(
         &with("LASTPASS_PROVHASH_FILE", "/nonexistent/provhash"),
         "LASTPASS_PROVHASH_FILE",

@@ -228,7 +228,8 @@ impl Broker {
     }
 
     /// A connector configuration against `sim` under this prefix, built by the same parser as
-    /// `lastpass-connector run` (the provhash through a file, as an operator should pass it).
+    /// `lastpass-connector run` (the provhash through a file, as an operator should pass it;
+    /// `AMQP_URL`, never a flag, from this process's environment like [`amqp_url`]).
     pub fn config(
         &self,
         sim: &simulator::TestSim,
@@ -245,7 +246,6 @@ impl Broker {
             .collect::<Vec<_>>()
             .join(",");
         let args: Vec<String> = [
-            ("--amqp-url", amqp_url()),
             ("--lastpass-api-url", sim.api_url()),
             ("--lastpass-cid", sim.cid()),
             (
