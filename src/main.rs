@@ -25,17 +25,68 @@ enum Cmd {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text")) {
-        builder.init();
+        // Text lines escape control characters, so a newline inside a rejected email cannot
+        // start a forged log line (JSON lines are escaped by JSON itself).
+        builder
+            .with_ansi(false)
+            .with_writer(|| EscapingWriter(std::io::stderr()))
+            .init();
     } else {
         builder
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .init();
+    }
+}
+
+/// Writes one formatted log line with every control character but its final newline escaped.
+struct EscapingWriter<W: std::io::Write>(W);
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&escape_controls(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn escape_controls(buf: &[u8]) -> Vec<u8> {
+    let (body, end) = match buf.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (buf, &b""[..]),
+    };
+    let mut out = Vec::with_capacity(buf.len());
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.push(b'\t'),
+            b if b < 0x20 || b == 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            b => out.push(b),
+        }
+    }
+    out.extend_from_slice(end);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_newline_inside_a_field_cannot_forge_a_line() {
+        let line = b"WARN rejected email=\"a\nINFO forged\" done\n";
+        let out = super::escape_controls(line);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(out.ends_with(b"\n"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN rejected email=\"a\\nINFO forged\" done\n"
+        );
     }
 }
 
