@@ -75,21 +75,6 @@ fn escape_controls(buf: &[u8]) -> Vec<u8> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_newline_inside_a_field_cannot_forge_a_line() {
-        let line = b"WARN rejected email=\"a\nINFO forged\" done\n";
-        let out = super::escape_controls(line);
-        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
-        assert!(out.ends_with(b"\n"));
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "WARN rejected email=\"a\\nINFO forged\" done\n"
-        );
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -137,4 +122,19 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_newline_inside_a_field_cannot_forge_a_line() {
+        let line = b"WARN rejected email=\"a\nINFO forged\" done\n";
+        let out = super::escape_controls(line);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(out.ends_with(b"\n"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN rejected email=\"a\\nINFO forged\" done\n"
+        );
+    }
 }

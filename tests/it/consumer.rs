@@ -10,7 +10,9 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(15);
 
-async fn setup(
+/// A simulator with these `(email, disabled, never_logged_in)` users, a fresh prefix, a tap and
+/// the connector running in process.
+pub(crate) async fn setup(
     users: &[(&str, bool, bool)],
 ) -> (
     Broker,

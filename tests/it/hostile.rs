@@ -21,15 +21,8 @@ async fn setup(
     crate::support::Tap,
     tempfile::TempDir,
 ) {
-    let sim = TestSim::start().await;
-    for email in users {
-        sim.add(email, false, false);
-    }
-    let broker = Broker::new(&test_retry()).await;
-    let tap = broker.tap().await;
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
-    (broker, sim, running, tap, dir)
+    let users: Vec<(&str, bool, bool)> = users.iter().map(|u| (*u, false, false)).collect();
+    crate::consumer::setup(&users).await
 }
 
 fn long(s: &str) -> AMQPValue {
