@@ -4,13 +4,16 @@
 //! `command_id` (UUID) and `type` are required; `user.email` for every user command,
 //! `user.first_name` and `user.last_name` for provision; `correlation_id`, `requested_by`,
 //! `reason`, `requested_at` are optional and copied into the events. Unknown fields are ignored.
+//! A key that appears twice in one object, at any depth, is rejected (never "the last one wins":
+//! two readers of the same message must not see two different commands). Names must not contain
+//! control characters, zero-width characters or bidi controls (they go to LastPass).
 //! Anything else is a [`Rejection`] naming what is wrong.
 
 mod delivery;
 
 pub(crate) use delivery::{Incoming, Prepared};
 
-use crate::email::Email;
+use crate::email::{Email, is_invisible};
 use crate::lastpass::NewUser;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -145,7 +148,7 @@ impl Command {
             );
             return Err(r);
         }
-        let value: Value = match serde_json::from_slice(body) {
+        let (value, duplicates) = match strict_json::parse(body) {
             Ok(v) => v,
             Err(e) => {
                 r.message = format!("body is not UTF-8 JSON: {e}");
@@ -158,18 +161,30 @@ impl Command {
             return Err(r);
         };
         // Copy what can be read into the rejection first, so even a rejected command's event
-        // carries its id, type, correlation id and email where they are readable.
-        r.command_id = obj
-            .get("command_id")
+        // carries its id, type, correlation id and email where they are readable. A field that
+        // is (or is inside) a duplicated key is not readable: which of its values is meant?
+        let readable = |path: &[&str]| !duplicates.covers(path);
+        let top = |key: &str| obj.get(key).filter(|_| readable(&[key]));
+        r.command_id = top("command_id")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok());
-        r.command_type = obj.get("type").and_then(Value::as_str).map(clip);
-        r.correlation_id = obj.get("correlation_id").and_then(Value::as_str).map(clip);
+        r.command_type = top("type").and_then(Value::as_str).map(clip);
+        r.correlation_id = top("correlation_id").and_then(Value::as_str).map(clip);
         r.email = obj
             .get("user")
             .and_then(|u| u.get("email"))
+            .filter(|_| readable(&["user", "email"]))
             .and_then(Value::as_str)
             .map(clip);
+
+        if let Some(first) = duplicates.first() {
+            r.code = RejectCode::InvalidField;
+            r.message = format!(
+                "key {:?} appears more than once in its object; every key must be unique",
+                strict_json::show_path(first)
+            );
+            return Err(r);
+        }
 
         match parse_object(&obj, queue_type) {
             Ok(c) => Ok(c),
@@ -300,11 +315,181 @@ fn name(user: &Map<String, Value>, path: &str, field: &str) -> Result<String, In
                 ))
             } else if s.chars().any(char::is_control) {
                 Err(invalid(path, "must not contain control characters".into()))
+            } else if s.chars().any(is_invisible) {
+                // They would reach LastPass's fullname and hide or reorder what admins see.
+                Err(invalid(
+                    path,
+                    "must not contain zero-width characters or bidi controls".into(),
+                ))
             } else {
                 Ok(s.to_string())
             }
         }
         Some(_) => Err(invalid(path, "must be a string".into())),
+    }
+}
+
+/// JSON parsing that notices a repeated key, which `serde_json::Value` silently resolves to the
+/// last value.
+mod strict_json {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    /// A path into the document: object keys, and array indices as `[i]`.
+    pub(super) type Path = Vec<String>;
+
+    /// At most this many repeated keys are recorded (each with its path, keys cut to
+    /// [`MAX_KEY_CHARS`] characters), so that a body full of repeated keys costs no more memory
+    /// than a few of them.
+    const MAX_RECORDED: usize = 16;
+    const MAX_KEY_CHARS: usize = 64;
+
+    /// The keys that appeared more than once in their object, in document order.
+    #[derive(Debug, Default)]
+    pub(super) struct Duplicates {
+        recorded: Vec<Path>,
+        /// More than [`MAX_RECORDED`]: then any path may be one of them.
+        overflowed: bool,
+    }
+
+    impl Duplicates {
+        pub(super) fn first(&self) -> Option<&Path> {
+            self.recorded.first()
+        }
+
+        /// Whether the value at `path` is, or is inside, a repeated key (so which of its values
+        /// is meant is unknown). `path` has keys only, no array index.
+        pub(super) fn covers(&self, path: &[&str]) -> bool {
+            self.overflowed
+                || self
+                    .recorded
+                    .iter()
+                    .any(|d| d.len() <= path.len() && d.iter().zip(path).all(|(a, b)| a == b))
+        }
+
+        fn record(&mut self, at: &[String]) {
+            let at: Path = at
+                .iter()
+                .map(|k| k.chars().take(MAX_KEY_CHARS).collect())
+                .collect();
+            if self.recorded.contains(&at) {
+                return;
+            }
+            if self.recorded.len() < MAX_RECORDED {
+                self.recorded.push(at);
+            } else {
+                self.overflowed = true;
+            }
+        }
+    }
+
+    /// Parses `body` as one JSON value (the same syntax, depth limit and trailing-characters rule
+    /// as `serde_json::from_slice`), and notes every key that appears more than once in its
+    /// object. The value keeps the last of the repeated ones, but must not be used as a command
+    /// when there is any.
+    pub(super) fn parse(body: &[u8]) -> Result<(Value, Duplicates), serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let mut state = State::default();
+        // serde_json's own recursion limit (128 levels) still applies: it is in the deserializer.
+        let value = Node(&mut state).deserialize(&mut de)?;
+        de.end()?;
+        Ok((value, state.duplicates))
+    }
+
+    /// A path as a publisher writes it: `user.email`, `items[0].name`.
+    pub(super) fn show_path(path: &[String]) -> String {
+        let mut out = String::new();
+        for seg in path {
+            if !out.is_empty() && !seg.starts_with('[') {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        out
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// Where the visitor is now.
+        path: Path,
+        duplicates: Duplicates,
+    }
+
+    struct Node<'s>(&'s mut State);
+
+    impl<'de> DeserializeSeed<'de> for Node<'_> {
+        type Value = Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Node<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            loop {
+                self.0.path.push(format!("[{}]", items.len()));
+                let item = seq.next_element_seed(Node(&mut *self.0));
+                self.0.path.pop();
+                match item? {
+                    Some(v) => items.push(v),
+                    None => return Ok(Value::Array(items)),
+                }
+            }
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut obj = Map::new();
+            // The key as decoded: `"type"` and `"typ\u0065"` are the same key.
+            while let Some(key) = map.next_key::<String>()? {
+                self.0.path.push(key);
+                let value = map.next_value_seed(Node(&mut *self.0));
+                let value = value?;
+                let key = self.0.path.last().cloned().unwrap_or_default();
+                if obj.contains_key(&key) {
+                    self.0.duplicates.record(&self.0.path);
+                }
+                self.0.path.pop();
+                obj.insert(key, value);
+            }
+            Ok(Value::Object(obj))
+        }
     }
 }
 
@@ -534,5 +719,229 @@ mod tests {
         assert_eq!(r.command_type.as_deref(), Some("user.deprovision"));
         assert_eq!(r.correlation_id.as_deref(), Some("c-1"));
         assert_eq!(r.email.as_deref(), Some("a@b.co"));
+    }
+
+    fn provision_named(first: &str, last: &str) -> Result<Command, Rejection> {
+        parse(
+            json!({"command_id": ID, "type": "user.provision",
+                   "user": {"email": "a@b.co", "first_name": first, "last_name": last}}),
+            CommandType::Provision,
+        )
+    }
+
+    #[test]
+    fn names_with_zero_width_or_bidi_characters_are_rejected() {
+        let invisible = [
+            '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', // zero-width
+            '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+            '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', // bidi controls
+        ];
+        for c in invisible {
+            for (first, last, field) in [
+                (format!("Ja{c}ne"), "Doe".to_string(), "user.first_name"),
+                ("Jane".to_string(), format!("Doe{c}"), "user.last_name"),
+                (format!("{c}Jane"), "Doe".to_string(), "user.first_name"),
+            ] {
+                let r = provision_named(&first, &last).unwrap_err();
+                assert_eq!(r.code, RejectCode::InvalidField, "{c:?} in {field}");
+                assert!(r.message.starts_with(field), "{}", r.message);
+                assert!(!r.message.contains(c), "{}", r.message);
+                // What could be read is still in the rejection.
+                assert_eq!(r.command_id.unwrap().to_string(), ID);
+                assert_eq!(r.email.as_deref(), Some("a@b.co"));
+            }
+        }
+    }
+
+    #[test]
+    fn names_with_ordinary_non_ascii_letters_are_accepted() {
+        for (first, last) in [
+            ("Zoë", "Zoë-Ünal"),
+            ("José María", "Ñúñez"),
+            ("Łukasz", "Żółć"),
+            ("Søren", "Ærø"),
+            ("Ахмед", "Ширин"),
+            ("美咲", "佐藤"),
+            ("Nguyễn", "Thị Minh"),
+            ("أحمد", "علي"), // right-to-left letters are fine; only the controls are refused
+        ] {
+            let c =
+                provision_named(first, last).unwrap_or_else(|r| panic!("{first} {last}: {r:?}"));
+            let Action::Provision(u) = c.action else {
+                panic!("not a provision")
+            };
+            assert_eq!(u.full_name(), format!("{first} {last}"));
+        }
+    }
+
+    fn dup(body: &str, q: CommandType) -> Rejection {
+        let r = Command::parse(body.as_bytes(), q).expect_err(body);
+        assert_eq!(r.code, RejectCode::InvalidField, "{body}: {}", r.message);
+        r
+    }
+
+    #[test]
+    fn a_duplicated_type_is_rejected_not_the_last_one_taken() {
+        // Whichever value a reader would take, the command must not be applied.
+        for (first, second) in [
+            ("user.suspend", "user.deprovision"),
+            ("user.deprovision", "user.suspend"),
+            ("user.deprovision", "user.deprovision"),
+        ] {
+            let body = format!(
+                r#"{{"command_id":"{ID}","type":"{first}","user":{{"email":"a@b.co"}},"type":"{second}"}}"#
+            );
+            for q in [CommandType::Suspend, CommandType::Deprovision] {
+                let r = dup(&body, q);
+                assert!(r.message.contains("\"type\""), "{}", r.message);
+                // An ambiguous field is not copied into the rejection; the others are.
+                assert_eq!(r.command_type, None);
+                assert_eq!(r.command_id.unwrap().to_string(), ID);
+                assert_eq!(r.email.as_deref(), Some("a@b.co"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_duplicated_key_inside_user_is_rejected() {
+        let body = format!(
+            r#"{{"command_id":"{ID}","type":"user.deprovision","correlation_id":"c-1",
+                "user":{{"email":"nancy@example.com","email":"boss@example.com"}}}}"#
+        );
+        let r = dup(&body, CommandType::Deprovision);
+        assert!(r.message.contains("\"user.email\""), "{}", r.message);
+        assert_eq!(r.email, None);
+        assert_eq!(r.command_id.unwrap().to_string(), ID);
+        assert_eq!(r.command_type.as_deref(), Some("user.deprovision"));
+        assert_eq!(r.correlation_id.as_deref(), Some("c-1"));
+
+        // `user` itself twice: nothing inside it is readable either.
+        let body = format!(
+            r#"{{"command_id":"{ID}","type":"user.suspend",
+                "user":{{"email":"a@b.co"}},"user":{{"email":"c@d.co"}}}}"#
+        );
+        let r = dup(&body, CommandType::Suspend);
+        assert!(r.message.contains("\"user\""), "{}", r.message);
+        assert_eq!(r.email, None);
+
+        // A repeated command_id leaves the rejection without one.
+        let body = format!(
+            r#"{{"command_id":"{ID}","command_id":"2b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                "type":"users.sync"}}"#
+        );
+        let r = dup(&body, CommandType::Sync);
+        assert_eq!(r.command_id, None);
+        assert_eq!(r.command_type.as_deref(), Some("users.sync"));
+    }
+
+    #[test]
+    fn a_duplicated_key_at_any_depth_is_rejected() {
+        let p = CommandType::Provision;
+        let user = r#""user":{"email":"a@b.co","first_name":"A","last_name":"B"}"#;
+        for (extra, path) in [
+            // In fields the parser reads...
+            (r#""reason":"x","reason":"y""#, "reason"),
+            (
+                r#""requested_at":"2026-01-01T00:00:00Z","requested_at":"2026-01-02T00:00:00Z""#,
+                "requested_at",
+            ),
+            // ...and in fields it ignores, however deep.
+            (r#""something_new":{"a":1,"a":1}"#, "something_new.a"),
+            (r#""x":[0,{"y":[{"z":null,"z":null}]}]"#, "x[1].y[0].z"),
+            // The same key spelled with an escape is the same key.
+            (r#""typ\u0065":"user.provision""#, "type"),
+            (r#""\u0074ype":"user.provision""#, "type"),
+        ] {
+            let body = format!(r#"{{"command_id":"{ID}","type":"user.provision",{user},{extra}}}"#);
+            let r = dup(&body, p);
+            assert!(
+                r.message.contains(&format!("{path:?}")),
+                "{body}: {}",
+                r.message
+            );
+        }
+        let body = format!(
+            r#"{{"command_id":"{ID}","type":"user.provision",
+                "user":{{"email":"a@b.co","first_name":"A","last_name":"B","last_name":"C"}}}}"#
+        );
+        let r = dup(&body, p);
+        assert!(r.message.contains("\"user.last_name\""), "{}", r.message);
+        assert_eq!(r.email.as_deref(), Some("a@b.co"));
+    }
+
+    #[test]
+    fn the_same_key_in_different_objects_is_fine() {
+        let body = format!(
+            r#"{{"command_id":"{ID}","type":"user.suspend","user":{{"email":"a@b.co","type":"x"}},
+                "meta":{{"email":"c@d.co","user":{{"email":"e@f.co"}}}},"list":[{{"email":1}},{{"email":2}}]}}"#
+        );
+        let c = Command::parse(body.as_bytes(), CommandType::Suspend).unwrap();
+        assert_eq!(c.email().unwrap().as_str(), "a@b.co");
+    }
+
+    #[test]
+    fn many_duplicated_keys_cost_little_and_hide_every_field() {
+        let mut body =
+            format!(r#"{{"command_id":"{ID}","type":"user.suspend","user":{{"email":"a@b.co"}}"#);
+        for i in 0..2000 {
+            body.push_str(&format!(r#","k{i}":0,"k{i}":0"#));
+        }
+        body.push('}');
+        let r = dup(&body, CommandType::Suspend);
+        // The first one is named; past the recorded few, no field is trusted.
+        assert!(r.message.contains("\"k0\""), "{}", r.message);
+        assert_eq!(r.command_id, None);
+        assert_eq!(r.email, None);
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_order_of_the_other_rejections() {
+        let s = CommandType::Suspend;
+        // Too large is decided before reading, duplicates or not.
+        let mut big = br#"{"type":1,"type":2,"pad":""#.to_vec();
+        big.resize(MAX_COMMAND_BYTES + 10, b'x');
+        big.extend_from_slice(b"\"}");
+        assert_eq!(code(&big, s), RejectCode::TooLarge);
+        // Broken JSON is not_json, even after a repeated key.
+        assert_eq!(code(br#"{"type":1,"type":2"#, s), RejectCode::NotJson);
+        assert_eq!(code(br#"{"type":1,"type":2} x"#, s), RejectCode::NotJson);
+        assert_eq!(code(b"{\"a\":\"\xff\",\"a\":1}", s), RejectCode::NotJson);
+        // Not an object is named as such.
+        assert_eq!(code(br#"[{"a":1,"a":2}]"#, s), RejectCode::NotAnObject);
+        // Nesting deeper than serde_json's limit is refused, not a stack overflow.
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(deep.as_bytes(), s), RejectCode::TooLarge);
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(20_000), "]".repeat(20_000));
+        assert_eq!(code(deep.as_bytes(), s), RejectCode::NotJson);
+    }
+
+    #[test]
+    fn strict_parsing_reads_json_as_serde_json_does() {
+        for body in [
+            r#"{"a":[1,-2,3.5,1e300,18446744073709551615,-9223372036854775808,true,false,null],
+                "b":{"c":"\u00e9\ud83d\ude00\n","d":{}},"e":[],"f":"","g":0.1}"#,
+            r#"  {"k" : "v" }  "#,
+            r#""just a string""#,
+            "[1,[2,[3,{}]]]",
+            "-0",
+        ] {
+            let (strict, dups) = strict_json::parse(body.as_bytes()).unwrap();
+            let plain: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(strict, plain, "{body}");
+            assert!(dups.first().is_none());
+        }
+        for bad in [
+            "",
+            "{",
+            "{}{}",
+            "[1,]",
+            r#"{"a" 1}"#,
+            "1e400",
+            "nul",
+            "{\"a\":1,}",
+        ] {
+            assert!(strict_json::parse(bad.as_bytes()).is_err(), "{bad:?}");
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad:?}");
+        }
     }
 }
