@@ -2,7 +2,8 @@
 //!
 //! Every call is one POST of the JSON envelope with the configured timeout, no retry. Answers are
 //! classified by their body, never their Content-Type (LastPass says `text/xml` for JSON too):
-//! non-200, timeout or connection error → Transient (with `Retry-After` when sent); the XML
+//! non-200, timeout or connection error → Transient (with `Retry-After` when sent); an answer
+//! larger than [`ClientConfig::max_response_bytes`] → Transient, read no further; the XML
 //! `Authorization Error` → Unauthorized; other non-JSON → Transient; JSON → per command (see
 //! [`super::wire`]). Error reasons never carry the provhash nor the request body.
 
@@ -62,11 +63,25 @@ pub struct ClientConfig {
     pub provhash: Provhash,
     /// For the whole call (connect, send, read the answer).
     pub timeout: Duration,
+    /// The largest answer body read, in bytes; a larger one is a
+    /// [`LastPassError::Transient`], and no more of it is read (usually
+    /// [`ClientConfig::DEFAULT_MAX_RESPONSE_BYTES`]).
+    pub max_response_bytes: usize,
 }
 
 impl ClientConfig {
     /// Default per-call timeout.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Default bound on one answer: 64 MiB.
+    ///
+    /// The largest real answer is a `getuserdata` page of [`super::DEFAULT_PAGE_SIZE`] (2000)
+    /// users: about 0.7 KB per user for its ~25 fields, plus its groups twice (in `groups`, and
+    /// its email under each group in `Groups`), about 70 bytes per membership. Even with every
+    /// user in 50 groups that is about 4.2 KB per user, 8.5 MB per page; 64 MiB leaves 7 times
+    /// that (3.5 times with 100 groups each), while a broken or hostile endpoint still cannot
+    /// make the connector hold more than this (and the parsed JSON built from it) per call.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 }
 
 /// The LastPass API over HTTP. Cheap to clone (shares the connection pool and credentials).
@@ -81,6 +96,7 @@ struct Inner {
     cid: String,
     cid_json: Value,
     timeout: Duration,
+    max_response_bytes: usize,
     provhash: RwLock<Provhash>,
 }
 
@@ -91,6 +107,7 @@ impl fmt::Debug for Client {
             .field("cid", &self.inner.cid)
             .field("provhash", &format_args!("Provhash(***)"))
             .field("timeout", &self.inner.timeout)
+            .field("max_response_bytes", &self.inner.max_response_bytes)
             .finish()
     }
 }
@@ -127,6 +144,7 @@ impl Client {
                 api_url: config.api_url,
                 cid: config.cid,
                 timeout: config.timeout,
+                max_response_bytes: config.max_response_bytes,
                 provhash: RwLock::new(config.provhash),
             }),
         })
@@ -208,12 +226,41 @@ impl Client {
                 retry_after,
             });
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(cmd, e))?;
+        let bytes = self.read_bounded(cmd, response).await?;
         wire::check_body(&bytes)?;
-        Ok(bytes.to_vec())
+        Ok(bytes)
+    }
+
+    /// The answer body, read chunk by chunk and given up as soon as it is known to be larger than
+    /// `max_response_bytes` (from Content-Length when sent, else by counting), so a huge or
+    /// endless answer costs at most the bound plus one chunk, never the whole body.
+    async fn read_bounded(
+        &self,
+        cmd: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, LastPassError> {
+        let max = self.inner.max_response_bytes;
+        let too_large = || LastPassError::Transient {
+            reason: format!("{cmd}: answer larger than {max} bytes"),
+            retry_after: None,
+        };
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        // Content-Length is at most `max` here; it is only a hint (the count below decides).
+        let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(cmd, e))?
+        {
+            if chunk.len() > max - body.len() {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport_error(&self, cmd: &str, e: reqwest::Error) -> LastPassError {
@@ -347,6 +394,7 @@ mod tests {
             cid: "12345678".into(),
             provhash: Provhash::new(SECRET.into()),
             timeout: Duration::from_millis(500),
+            max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -414,5 +462,257 @@ mod tests {
         assert!(err.is_transient(), "{err:?}");
         assert!(!err.to_string().contains(SECRET));
         assert!(!format!("{err:?}").contains(SECRET));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The bound on an answer, against a tiny local HTTP server that answers one request.
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const MIB: usize = 1024 * 1024;
+    /// A valid empty `getuserdata` page; the rest of a body is spaces, so it stays valid JSON.
+    const EMPTY_PAGE: &[u8] = br#"{"Users":[],"total":0}"#;
+
+    /// What the server sends after `HTTP/1.1 200 OK`.
+    struct Answer {
+        /// Header lines, each ending in `\r\n`.
+        headers: String,
+        /// Chunked transfer encoding (the `Transfer-Encoding` header is in `headers`).
+        chunked: bool,
+        /// Body bytes to send: `EMPTY_PAGE` then spaces; `None` for an endless body.
+        len: Option<usize>,
+    }
+
+    /// Serves one connection with `answer`; the task returns how many body bytes it managed to
+    /// write before the body ended or the client hung up.
+    async fn serve_once(answer: Answer) -> (String, tokio::task::JoinHandle<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/enterpriseapi.php",
+            listener.local_addr().unwrap()
+        );
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            read_request(&mut sock).await;
+            let head = format!("HTTP/1.1 200 OK\r\n{}\r\n", answer.headers);
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let mut piece = vec![b' '; 64 * 1024];
+            piece[..EMPTY_PAGE.len()].copy_from_slice(EMPTY_PAGE);
+            let mut written = 0;
+            loop {
+                let n = answer
+                    .len
+                    .map_or(piece.len(), |len| (len - written).min(piece.len()));
+                if n == 0 {
+                    if answer.chunked {
+                        let _ = sock.write_all(b"0\r\n\r\n").await;
+                    }
+                    let _ = sock.shutdown().await;
+                    return written;
+                }
+                let sent = if answer.chunked {
+                    let mut frame = format!("{n:x}\r\n").into_bytes();
+                    frame.extend_from_slice(&piece[..n]);
+                    frame.extend_from_slice(b"\r\n");
+                    sock.write_all(&frame).await
+                } else {
+                    sock.write_all(&piece[..n]).await
+                };
+                if sent.is_err() {
+                    return written; // the client hung up
+                }
+                written += n;
+                if written == n {
+                    piece[..EMPTY_PAGE.len()].fill(b' ');
+                }
+            }
+        });
+        (url, task)
+    }
+
+    /// Reads the request head and its Content-Length body, so the client is never cut off
+    /// while sending.
+    async fn read_request(sock: &mut tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn bounded(url: &str, max_response_bytes: usize) -> Client {
+        Client::new(ClientConfig {
+            timeout: Duration::from_secs(20),
+            max_response_bytes,
+            ..config(url)
+        })
+        .unwrap()
+    }
+
+    /// Asks for a page and returns the error, which must be the bound's Transient.
+    async fn too_large(url: &str, max: usize) -> LastPassError {
+        let client = bounded(url, max);
+        let err = client.list_page(0, 10).await.unwrap_err();
+        let LastPassError::Transient {
+            reason,
+            retry_after,
+        } = &err
+        else {
+            panic!("not transient: {err:?}")
+        };
+        assert_eq!(
+            reason,
+            &format!("getuserdata: answer larger than {max} bytes")
+        );
+        assert_eq!(*retry_after, None);
+        err
+    }
+
+    /// How many body bytes the server wrote, once the client is gone.
+    async fn written(task: tokio::task::JoinHandle<usize>) -> usize {
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the server stops writing once the client hangs up")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_bound_with_its_content_length_is_not_read() {
+        let len = 10 * MIB;
+        let (url, server) = serve_once(Answer {
+            headers: format!("Content-Length: {len}\r\n"),
+            chunked: false,
+            len: Some(len),
+        })
+        .await;
+        too_large(&url, MIB).await;
+        // The server may have filled the socket buffers, no more.
+        let _ = written(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_bound_without_content_length_is_cut_off() {
+        // Delimited by closing the connection: only counting can tell its size.
+        let len = 10 * MIB;
+        let (url, server) = serve_once(Answer {
+            headers: "Connection: close\r\n".into(),
+            chunked: false,
+            len: Some(len),
+        })
+        .await;
+        too_large(&url, MIB).await;
+        let _ = written(server).await;
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_at_the_bound() {
+        // An endless body: that the call returns at all shows it was not read whole, and the
+        // server could only write the bound plus what the socket buffers hold.
+        for chunked in [true, false] {
+            let (url, server) = serve_once(Answer {
+                headers: if chunked {
+                    "Transfer-Encoding: chunked\r\n".into()
+                } else {
+                    "Connection: close\r\n".into()
+                },
+                chunked,
+                len: None,
+            })
+            .await;
+            too_large(&url, MIB).await;
+            let sent = written(server).await;
+            assert!(sent < 64 * MIB, "the server wrote {sent} bytes");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lying_content_length_is_not_trusted() {
+        // It claims far more than the bound while the body is tiny: refused from the header,
+        // without reading (the bound, not the body, decides).
+        let (url, server) = serve_once(Answer {
+            headers: format!("Content-Length: {}\r\n", 10u64 << 30),
+            chunked: false,
+            len: Some(EMPTY_PAGE.len()),
+        })
+        .await;
+        too_large(&url, MIB).await;
+        let _ = written(server).await;
+
+        // It claims a small body but the body is chunked and endless: the count still stops it.
+        let (url, server) = serve_once(Answer {
+            headers: "Content-Length: 100\r\nTransfer-Encoding: chunked\r\n".into(),
+            chunked: true,
+            len: None,
+        })
+        .await;
+        let client = bounded(&url, MIB);
+        let err = client.list_page(0, 10).await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        drop(client);
+        let sent = written(server).await;
+        assert!(sent < 64 * MIB, "the server wrote {sent} bytes");
+
+        // It claims a small body and then sends an endless one: only the declared bytes are
+        // read (here a valid page), the rest never.
+        let (url, server) = serve_once(Answer {
+            headers: "Content-Length: 100\r\n".into(),
+            chunked: false,
+            len: None,
+        })
+        .await;
+        let client = bounded(&url, MIB);
+        let page = client.list_page(0, 10).await.unwrap();
+        assert_eq!(page, UserPage::default());
+        drop(client);
+        let sent = written(server).await;
+        assert!(sent < 64 * MIB, "the server wrote {sent} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_the_bound_is_read() {
+        for chunked in [false, true] {
+            let (url, server) = serve_once(Answer {
+                headers: if chunked {
+                    "Transfer-Encoding: chunked\r\n".into()
+                } else {
+                    format!("Content-Length: {MIB}\r\n")
+                },
+                chunked,
+                len: Some(MIB),
+            })
+            .await;
+            let page = bounded(&url, MIB).list_page(0, 10).await.unwrap();
+            assert_eq!(page, UserPage::default());
+            assert_eq!(written(server).await, MIB);
+
+            // One byte more is too large.
+            let (url, server) = serve_once(Answer {
+                headers: if chunked {
+                    "Transfer-Encoding: chunked\r\n".into()
+                } else {
+                    format!("Content-Length: {}\r\n", MIB + 1)
+                },
+                chunked,
+                len: Some(MIB + 1),
+            })
+            .await;
+            too_large(&url, MIB).await;
+            let _ = written(server).await;
+        }
     }
 }

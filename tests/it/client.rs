@@ -529,6 +529,7 @@ async fn connection_refused_is_transient() {
         cid: sim::CID.into(),
         provhash: Provhash::new(sim::PROVHASH.into()),
         timeout: Duration::from_secs(2),
+        max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
     })
     .unwrap();
     assert_transient(c.list_page(0, 10).await);

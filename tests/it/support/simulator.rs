@@ -48,6 +48,7 @@ pub fn client_config(sim: &SimulatorHandle, timeout: Duration) -> ClientConfig {
         cid: sim.cid(),
         provhash: Provhash::new(sim.provhash()),
         timeout,
+        max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 
