@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// Timeout of each LastPass call.
     #[arg(long, env = "LASTPASS_TIMEOUT", value_name = "LASTPASS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub lastpass_timeout: Duration,
+    /// The largest LastPass answer read, in bytes; a larger one is a transient error.
+    #[arg(long, env = "LASTPASS_MAX_RESPONSE_BYTES", value_name = "LASTPASS_MAX_RESPONSE_BYTES",
+          default_value_t = crate::lastpass::ClientConfig::DEFAULT_MAX_RESPONSE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(4096..=(1u64 << 32)))]
+    pub lastpass_max_response_bytes: u64,
     /// Prefix P of every exchange and queue.
     #[arg(long, env = "CONNECTOR_PREFIX", value_name = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
     pub prefix: String,
@@ -134,6 +139,7 @@ pub struct Config {
     pub cid: String,
     pub provhash: ProvhashSource,
     pub lastpass_timeout: Duration,
+    pub lastpass_max_response_bytes: usize,
     pub prefix: String,
     pub state_dir: PathBuf,
     pub concurrency: u16,
@@ -224,6 +230,8 @@ impl Config {
             cid,
             provhash,
             lastpass_timeout: a.lastpass_timeout,
+            lastpass_max_response_bytes: usize::try_from(a.lastpass_max_response_bytes)
+                .unwrap_or(usize::MAX),
             prefix: a.prefix,
             state_dir: a.state_dir,
             concurrency: a.concurrency,

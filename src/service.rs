@@ -44,7 +44,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         cid: config.cid.clone(),
         provhash,
         timeout: config.lastpass_timeout,
-        max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+        max_response_bytes: config.lastpass_max_response_bytes,
     })
     .map_err(RunError::Client)?;
     let (ledger, snapshot) =

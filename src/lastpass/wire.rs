@@ -360,7 +360,7 @@ pub(crate) fn parse_user_data(body: &[u8]) -> Result<UserDataAnswer, LastPassErr
     if let Value::Object(groups) = &raw.groups {
         for (group, members) in groups {
             for m in as_strings(Some(members)) {
-                group_members.push((m.to_lowercase(), group.clone()));
+                group_members.push((m.to_ascii_lowercase(), group.clone()));
             }
         }
     }
@@ -404,7 +404,7 @@ fn parse_user(
     let never_logged_in = as_bool(v.get("neverloggedin"))
         .unwrap_or_else(|| as_string(v.get("last_login")).is_none_or(|s| s.trim().is_empty()));
     let mut groups = as_strings(v.get("groups"));
-    let lower = email.to_lowercase();
+    let lower = email.to_ascii_lowercase();
     for (member, group) in group_members {
         if *member == lower && !groups.contains(group) {
             groups.push(group.clone());
@@ -459,12 +459,14 @@ pub(crate) fn parse_find_user(body: &[u8], email: &str) -> Result<Option<User>, 
     match parse_user_data(body)? {
         UserDataAnswer::NotAValidUser => Ok(None),
         UserDataAnswer::Data(d) => {
-            let wanted = email.trim().to_lowercase();
+            // ASCII case folding only: Unicode folding maps look-alikes (the Kelvin sign) onto
+            // letters and would match another account.
+            let wanted = email.trim();
             let count = d.users.len();
             let found = d
                 .users
                 .into_iter()
-                .find(|u| u.email.trim().to_lowercase() == wanted);
+                .find(|u| u.email.trim().eq_ignore_ascii_case(wanted));
             if found.is_none() && count > 0 {
                 tracing::warn!(
                     returned = count,
@@ -642,6 +644,16 @@ mod tests {
         // LastPass returned other users than the one asked for: none.
         assert_eq!(
             parse_find_user(RECORDED.as_bytes(), "x@example.com").unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_look_alike_username_is_not_the_user_asked_for() {
+        // A Kelvin sign folds to "k" under Unicode rules; never under ours.
+        let body = r#"{"total":1,"count":1,"Users":{"7":{"username":"nancy.clar\u212a9@example.com","fullname":"","mpstatus":"","created":"","last_login":"","disabled":false,"neverloggedin":true,"linked":"","sites":0,"notes":0,"formfills":0,"applications":0,"attachments":0,"password_reset_required":false,"groups":[]}}}"#;
+        assert_eq!(
+            parse_find_user(body.as_bytes(), "nancy.clark9@example.com").unwrap(),
             None
         );
     }
