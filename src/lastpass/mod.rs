@@ -202,3 +202,22 @@ mod url_tests {
         assert!(check_api_url("https://exa mple.com:99999/", false).is_err());
     }
 }
+
+/// For the fuzzers in `fuzz/` only (built with `--cfg fuzzing`): feeds one answer body to every
+/// parser of LastPass answers. None may panic.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_answers(body: &[u8]) {
+    let email = "jane@example.com";
+    let _ = wire::check_body(body);
+    let _ = wire::parse_user_data(body);
+    let _ = wire::parse_list_page(body, 0, 100);
+    let _ = wire::parse_list_page(body, 3, 1);
+    let _ = wire::parse_find_user(body, email);
+    let _ = wire::parse_deluser(body, email);
+    let _ = wire::parse_batchadd(body);
+    let _ = wire::parse_enableuser(body, &[email, "other@example.com"]);
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = wire::parse_date(text);
+    }
+}

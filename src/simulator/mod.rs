@@ -137,6 +137,9 @@ pub struct SimulatorConfig {
     pub seed: u64,
     pub faults: Faults,
     pub quirks: Quirks,
+    /// Answer `/_control` requests from any peer. By default only loopback peers may steer
+    /// the simulator (its control endpoints have no authentication).
+    pub open_control: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -148,6 +151,7 @@ impl Default for SimulatorConfig {
             seed: DEFAULT_SEED,
             faults: Faults::default(),
             quirks: Quirks::default(),
+            open_control: false,
         }
     }
 }
@@ -196,7 +200,8 @@ impl Simulator {
         );
         let shared = Arc::new(server::Shared::new(company));
         let (tx, mut rx) = watch::channel(false);
-        let app = server::router(shared.clone());
+        let app = server::router(shared.clone(), config.open_control)
+            .into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let signal = async move {
                 if rx.wait_for(|stop| *stop).await.is_err() {
@@ -419,6 +424,10 @@ pub struct SimulatorArgs {
     /// Answer every API call with 503.
     #[arg(long)]
     pub outage: bool,
+    /// Answer `/_control` requests from any address, not only from loopback (for a container
+    /// whose port is published on 127.0.0.1 only).
+    #[arg(long)]
+    pub open_control: bool,
 }
 
 impl SimulatorArgs {
@@ -438,6 +447,7 @@ impl SimulatorArgs {
                 retry_after_secs: self.retry_after_secs,
             },
             quirks: Quirks::default(),
+            open_control: self.open_control,
         }
     }
 }

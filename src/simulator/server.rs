@@ -6,13 +6,14 @@ use super::company::Company;
 use super::{ControlError, FaultsPatch, QuirksPatch, SimUserPatch, SimUserSpec, StateView};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,10 +36,8 @@ impl Shared {
 
 type AppState = State<Arc<Shared>>;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", post(api))
-        .route("/enterpriseapi.php", post(api))
+pub(crate) fn router(shared: Arc<Shared>, open_control: bool) -> Router {
+    let control = Router::new()
         .route("/_control/state", get(state))
         .route("/_control/calls", get(calls))
         .route("/_control/faults", get(get_faults).put(put_faults))
@@ -49,9 +48,36 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/_control/users/{username}",
             get(get_user).delete(delete_user).patch(patch_user),
         )
-        .route("/_control/invited", post(add_invited))
+        .route("/_control/invited", post(add_invited));
+    let control = if open_control {
+        control
+    } else {
+        control.route_layer(axum::middleware::from_fn(loopback_only))
+    };
+    Router::new()
+        .route("/", post(api))
+        .route("/enterpriseapi.php", post(api))
+        .merge(control)
         .layer(DefaultBodyLimit::max(32 << 20))
         .with_state(shared)
+}
+
+/// The control endpoints steer the simulator without authentication: only a peer on this
+/// machine may use them (unless `--open-control`).
+async fn loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            "the simulator's control endpoints answer loopback peers only (see --open-control)\n",
+        )
+            .into_response()
+    }
 }
 
 const HTML_503: &str = "<html><head><title>503 Service Unavailable</title></head>\
@@ -234,5 +260,45 @@ async fn add_invited(State(shared): AppState, body: Bytes) -> Response {
         }
         Ok(_) => error_response(ControlError::Invalid("username is required".into())),
         Err(e) => error_response(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn control_status(open_control: bool, peer: &str) -> StatusCode {
+        let company = Company::new(
+            "1".into(),
+            "p".into(),
+            0,
+            1,
+            Default::default(),
+            Default::default(),
+        );
+        let app = router(Arc::new(Shared::new(company)), open_control);
+        let mut request = axum::extract::Request::get("/_control/state")
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        app.oneshot(request).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn control_endpoints_answer_loopback_peers_only() {
+        assert_eq!(
+            control_status(false, "127.0.0.1:5000").await,
+            StatusCode::OK
+        );
+        assert_eq!(control_status(false, "[::1]:5000").await, StatusCode::OK);
+        assert_eq!(
+            control_status(false, "192.0.2.7:5000").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(control_status(true, "192.0.2.7:5000").await, StatusCode::OK);
     }
 }
