@@ -251,3 +251,70 @@ async fn a_foreign_user_id_does_not_wedge_the_publisher() {
     let _ = conn.close(200, "done".into()).await;
     running.stop().await;
 }
+
+/// Finding 5: a look-alike address (the Kelvin sign folds to `k` under Unicode rules) never
+/// reaches another account; a zero-width character is refused too.
+#[tokio::test]
+async fn a_look_alike_email_never_reaches_another_account() {
+    let (broker, sim, running, mut tap, _dir) = setup(&["nancy.clark9@example.com"]).await;
+    for email in [
+        "nancy.clar\u{212A}9@example.com",
+        "nancy.clark9\u{200B}@example.com",
+    ] {
+        let (id, cmd) = command("user.deprovision", email);
+        broker.send_json(&cmd).await;
+        let ev = tap.for_command(&id, T).await;
+        assert_eq!(ev["data"]["error"]["code"], "invalid_email", "{email:?}");
+    }
+    assert!(sim.user("nancy.clark9@example.com").is_some(), "deleted");
+    assert_eq!(sim.mutations("deluser"), 0);
+    running.stop().await;
+}
+
+/// Finding 8: a key given twice is rejected, never "the last one wins".
+#[tokio::test]
+async fn a_duplicated_key_is_rejected_not_the_last_value_taken() {
+    let (broker, sim, running, mut tap, _dir) = setup(&["dup@example.com"]).await;
+    let id = Uuid::new_v4().to_string();
+    let body = format!(
+        r#"{{"command_id":"{id}","type":"user.suspend","type":"user.deprovision","user":{{"email":"dup@example.com"}}}}"#
+    );
+    broker.send("user.deprovision", body.as_bytes()).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(ev["data"]["outcome"], "rejected");
+    assert_eq!(ev["data"]["error"]["code"], "invalid_field");
+    tap.expect_none(Duration::from_millis(500)).await;
+    assert!(sim.user("dup@example.com").is_some());
+    assert_eq!(sim.mutations("deluser"), 0);
+    running.stop().await;
+}
+
+/// Finding 10: with text logs, a newline inside a rejected email cannot start a forged line.
+#[tokio::test]
+async fn a_newline_in_a_rejected_field_cannot_forge_a_log_line() {
+    let sim = TestSim::start().await;
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = broker
+        .connector_process(&sim, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (id, cmd) = command("user.suspend", "x@example.com\nERROR forged: admin deleted");
+    broker.send_json(&cmd).await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(ev["data"]["error"]["code"], "invalid_email");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("rejected an invalid message"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line:\n{log}"
+    );
+}
