@@ -29,6 +29,7 @@
 
 pub mod amqp;
 mod apply;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod email;

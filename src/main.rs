@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 #[cfg(feature = "simulator")]
 use lastpass_connector::simulator;
-use lastpass_connector::{CancellationToken, cancel_on_signal, config};
+use lastpass_connector::{CancellationToken, cancel_on_signal, cli, config};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -17,14 +17,26 @@ struct Cli {
 enum Cmd {
     /// Consume commands from RabbitMQ and apply them to LastPass.
     Run(config::RunArgs),
+    /// Publish a command to the connector (and with --wait, print its result).
+    Publish(cli::PublishArgs),
+    /// Follow the connector's result events live.
+    Events(cli::EventsArgs),
+    /// List, show, re-drive or purge parked commands.
+    DeadLetter(cli::DeadLetterArgs),
+    /// The whole connector in one command: simulator, consumer and a few commands (needs only
+    /// RabbitMQ).
+    #[cfg(feature = "simulator")]
+    Demo(cli::DemoArgs),
     /// Run the LastPass Enterprise API simulator (for tests and demos).
     #[cfg(feature = "simulator")]
     Simulator(simulator::SimulatorArgs),
 }
 
-fn init_tracing() {
+/// Logs go to stderr: `info` for `run` and the simulator, `warn` for the tools, whose output
+/// is on stdout (`RUST_LOG` overrides both).
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text")) {
         // Text lines escape control characters, so a newline inside a rejected email cannot
@@ -78,7 +90,8 @@ fn escape_controls(buf: &[u8]) -> Vec<u8> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let quiet = !matches!(cli.command, Cmd::Run(_)) && !is_simulator(&cli.command);
+    init_tracing(if quiet { "warn" } else { "info" });
     match cli.command {
         Cmd::Run(args) => {
             let config = match config::Config::from_args(args) {
@@ -98,6 +111,15 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Publish(args) => tool(cli::publish(args).await),
+        Cmd::Events(args) => {
+            let stop = CancellationToken::new();
+            cancel_on_signal(stop.clone());
+            tool(cli::events(args, stop).await)
+        }
+        Cmd::DeadLetter(args) => tool(cli::dead_letter(args).await),
+        #[cfg(feature = "simulator")]
+        Cmd::Demo(args) => tool(cli::demo(args).await),
         #[cfg(feature = "simulator")]
         Cmd::Simulator(args) => match simulator::run_cli(args).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +128,30 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+#[cfg(feature = "simulator")]
+fn is_simulator(c: &Cmd) -> bool {
+    matches!(c, Cmd::Simulator(_))
+}
+
+#[cfg(not(feature = "simulator"))]
+fn is_simulator(_: &Cmd) -> bool {
+    false
+}
+
+/// A tool's exit: 0, or its failure on stderr and 1 (2 for a usage error).
+fn tool(result: Result<(), cli::ToolFailure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lastpass-connector: {}", chain(&e));
+            match e {
+                cli::ToolFailure::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
+        }
     }
 }
 
@@ -126,6 +172,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     #[test]
     fn a_newline_inside_a_field_cannot_forge_a_line() {
         let line = b"WARN rejected email=\"a\nINFO forged\" done\n";

@@ -4,9 +4,11 @@
 
 mod consumer;
 mod publisher;
+mod tools;
 mod topology;
 
 pub(crate) use consumer::{AmqpSettings, run};
+pub use tools::{ParkedMessage, ReceivedEvent, ToolBroker, ToolError};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 
 /// Checks that `url` is an AMQP URL lapin can use (scheme, host, port, vhost), before anything

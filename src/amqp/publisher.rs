@@ -150,6 +150,11 @@ impl Publisher {
         p
     }
 
+    /// Closes the channel (at the end of a session).
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "stopping".into()).await;
+    }
+
     /// Publishes a copy of a delivery to `P.dead-letter`, unchanged but for the reason headers
     /// (the `error` of `event`, the failure or rejection it was parked with).
     pub async fn park(

@@ -10,3 +10,4 @@ mod process;
 mod schemas;
 mod support;
 mod sync;
+mod tools;

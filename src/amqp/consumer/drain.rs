@@ -15,6 +15,8 @@ pub(super) async fn drain(
     requested: bool,
     grace: Duration,
 ) {
+    // Finished tasks are not in flight.
+    while tasks.try_join_next().is_some() {}
     if requested {
         for (ch, tag) in &session.consumers {
             let _ = ch
@@ -37,4 +39,14 @@ pub(super) async fn drain(
         );
         tasks.abort_all();
     }
+    // Close each channel once, before the connection closes: the work and sync channels
+    // appear once per consumer.
+    let mut closed: Vec<u16> = Vec::new();
+    for (ch, _) in &session.consumers {
+        if !closed.contains(&ch.id()) {
+            closed.push(ch.id());
+            let _ = ch.close(200, "stopping".into()).await;
+        }
+    }
+    session.publisher.close().await;
 }

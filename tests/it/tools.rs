@@ -1,0 +1,201 @@
+//! The operator's tools as an operator runs them (the real binary): `publish --wait` for every
+//! command type, `dead-letter` list and re-drive, and `demo`.
+
+use crate::support::simulator::{self as sim, TestSim};
+use crate::support::{Broker, Running, amqp_url, command, test_retry};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn tool(prefix: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AMQP_URL", amqp_url())
+        .env("CONNECTOR_PREFIX", prefix)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+async fn tool_async(prefix: String, args: Vec<&'static str>) -> Output {
+    tokio::task::spawn_blocking(move || tool(&prefix, &args))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn publish_wait_round_trips_every_command_type() {
+    let sim = TestSim::start().await;
+    sim.add("ada@example.com", false, false);
+    sim.add("grace@example.com", false, false);
+    let broker = Broker::new(&test_retry()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let p = broker.prefix().to_string();
+    let cases: Vec<(Vec<&'static str>, &str, bool)> = vec![
+        (
+            vec![
+                "publish",
+                "--wait",
+                "provision",
+                "--email",
+                "new@example.com",
+                "--first-name",
+                "New",
+                "--last-name",
+                "Hire",
+            ],
+            "user.provisioned",
+            true,
+        ),
+        (
+            vec!["publish", "--wait", "suspend", "--email", "ada@example.com"],
+            "user.suspended",
+            true,
+        ),
+        (
+            vec![
+                "publish",
+                "--wait",
+                "deprovision",
+                "--email",
+                "grace@example.com",
+            ],
+            "user.deprovisioned",
+            true,
+        ),
+        (
+            vec!["publish", "--wait", "sync"],
+            "users.sync.completed",
+            true,
+        ),
+        // A failed command exits non-zero.
+        (
+            vec![
+                "publish",
+                "--wait",
+                "suspend",
+                "--email",
+                "nobody@example.com",
+            ],
+            "command.failed",
+            false,
+        ),
+    ];
+    for (args, routing_key, ok) in cases {
+        let out = tool_async(p.clone(), args.clone()).await;
+        let text = stdout(&out);
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{args:?}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines = text.lines();
+        let id = lines.next().unwrap_or_default();
+        assert_eq!(id.len(), 36, "the command id first: {text}");
+        let result = lines.next().unwrap_or_default();
+        assert!(result.starts_with(routing_key), "{args:?}: {text}");
+        assert!(result.contains(id), "{text}");
+    }
+    assert!(sim.user("new@example.com").is_some());
+    assert!(sim.user("ada@example.com").unwrap().disabled);
+    assert!(sim.user("grace@example.com").is_none());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn dead_letter_redrive_brings_an_exhausted_command_to_applied_with_fresh_attempts() {
+    let sim = TestSim::start().await;
+    sim.add("a@example.com", false, false);
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    sim.faults(sim::FaultsPatch {
+        outage: Some(true),
+        ..Default::default()
+    });
+    let (id, cmd) = command("user.suspend", "a@example.com");
+    broker.send_json(&cmd).await;
+    let failed = tap.for_command(&id, T).await;
+    assert_eq!(failed["data"]["error"]["code"], "retries_exhausted");
+    let p = broker.prefix().to_string();
+
+    let list = tool_async(p.clone(), vec!["dead-letter", "list"]).await;
+    assert!(list.status.success());
+    let listed = stdout(&list);
+    assert!(
+        listed.contains(&id) && listed.contains("retries_exhausted"),
+        "{listed}"
+    );
+
+    let dry = tool_async(
+        p.clone(),
+        vec![
+            "dead-letter",
+            "redrive",
+            "--code",
+            "retries_exhausted",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert!(stdout(&dry).contains("would re-drive"), "{}", stdout(&dry));
+    tap.expect_none(Duration::from_millis(500)).await;
+
+    sim.faults(sim::FaultsPatch {
+        outage: Some(false),
+        ..Default::default()
+    });
+    let redrive = tool_async(
+        p.clone(),
+        vec!["dead-letter", "redrive", "--code", "retries_exhausted"],
+    )
+    .await;
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    assert!(
+        stdout(&redrive).contains("1 command(s)"),
+        "{}",
+        stdout(&redrive)
+    );
+    let applied = tap.for_command(&id, T).await;
+    assert_eq!(applied["data"]["outcome"], "applied");
+    assert_eq!(applied["data"]["attempts"], 1, "a fresh retry budget");
+    assert!(sim.user("a@example.com").unwrap().disabled);
+    let after = tool_async(p, vec!["dead-letter", "list"]).await;
+    assert!(!stdout(&after).contains(&id), "the parked copy is gone");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_demo_runs_and_exits_0() {
+    let out = tool_async("unused".into(), vec!["demo"]).await;
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("demo complete"), "{text}");
+    for row in [
+        "user.provisioned",
+        "user.suspended",
+        "user.deprovisioned",
+        "command.rejected",
+        "users.sync.completed",
+    ] {
+        assert!(text.contains(row), "{row} in {text}");
+    }
+}
