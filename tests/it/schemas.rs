@@ -189,13 +189,10 @@ fn command_schemas_reject_what_the_parser_rejects() {
 fn known_gaps_are_still_rejected_by_the_parser() {
     // Looser in the schema than in the parser (see the comment above `QUEUES`): the parser
     // still rejects these, which is what matters for the service.
-    for cmd in
-        [json!({"command_id": ID, "type": "users.sync", "requested_at": "2026-02-30T00:00:00Z"})]
-    {
-        let body = serde_json::to_vec(&cmd).unwrap();
-        let q = CommandType::parse(cmd["type"].as_str().unwrap()).unwrap();
-        assert!(Command::parse(&body, q).is_err(), "{cmd}");
-    }
+    let cmd =
+        json!({"command_id": ID, "type": "users.sync", "requested_at": "2026-02-30T00:00:00Z"});
+    let body = serde_json::to_vec(&cmd).unwrap();
+    assert!(Command::parse(&body, CommandType::Sync).is_err(), "{cmd}");
     let twice = format!(
         r#"{{"command_id": "{ID}", "type": "user.suspend", "type": "user.deprovision", "user": {{"email": "a@b.co"}}}}"#
     );
