@@ -81,6 +81,14 @@ pub struct RunArgs {
     #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", value_name = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub sync_page_size: u32,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(
+        long,
+        env = "CONNECTOR_HTTP_ADDR",
+        value_name = "CONNECTOR_HTTP_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub http_addr: std::net::SocketAddr,
     /// How long in-flight commands may take to finish at SIGTERM before they are given back.
     #[arg(long, env = "CONNECTOR_SHUTDOWN_GRACE", value_name = "CONNECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -149,6 +157,7 @@ pub struct Config {
     pub sync_interval: Option<Duration>,
     pub sync_page_size: u32,
     pub shutdown_grace: Duration,
+    pub http_addr: std::net::SocketAddr,
 }
 
 /// A configuration value is missing or malformed; the message names it.
@@ -246,6 +255,7 @@ impl Config {
             sync_interval: a.sync_interval,
             sync_page_size: a.sync_page_size,
             shutdown_grace: a.shutdown_grace,
+            http_addr: a.http_addr,
         })
     }
 }

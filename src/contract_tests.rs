@@ -274,6 +274,7 @@ impl Harness {
             },
             sync: SyncSettings { page_size: 2 },
             gate: Gate::default(),
+            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             reload_credentials: Arc::new(|| {}),
             stop: CancellationToken::new(),
         };

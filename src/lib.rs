@@ -37,6 +37,7 @@ mod event;
 #[cfg(test)]
 mod fake;
 mod gate;
+mod http;
 mod keyed;
 pub mod lastpass;
 mod processor;
@@ -47,12 +48,16 @@ pub mod simulator;
 mod status;
 mod store;
 mod sync;
+mod telemetry;
 
 #[cfg(test)]
 mod contract_tests;
 
 pub use service::{RunError, cancel_on_signal, run};
 pub use tokio_util::sync::CancellationToken;
+
+/// The git commit the binary was built from (`unknown` outside a checkout).
+pub const GIT_COMMIT: &str = env!("LPC_GIT_COMMIT");
 
 /// An error and its sources, `a: b: c`, skipping a source already contained in its parent.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

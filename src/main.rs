@@ -23,6 +23,8 @@ enum Cmd {
     Events(cli::EventsArgs),
     /// List, show, re-drive or purge parked commands.
     DeadLetter(cli::DeadLetterArgs),
+    /// Exit 0 when a running connector's /healthz (or --ready: /readyz) answers 200.
+    Healthcheck(cli::HealthcheckArgs),
     /// The whole connector in one command: simulator, consumer and a few commands (needs only
     /// RabbitMQ).
     #[cfg(feature = "simulator")]
@@ -118,6 +120,7 @@ async fn main() -> ExitCode {
             tool(cli::events(args, stop).await)
         }
         Cmd::DeadLetter(args) => tool(cli::dead_letter(args).await),
+        Cmd::Healthcheck(args) => tool(cli::healthcheck(args).await),
         #[cfg(feature = "simulator")]
         Cmd::Demo(args) => tool(cli::demo(args).await),
         #[cfg(feature = "simulator")]

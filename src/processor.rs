@@ -48,6 +48,8 @@ pub(crate) struct Processor<L: LastPass> {
     pub retry: RetryPolicy,
     pub sync: SyncSettings,
     pub gate: Gate,
+    /// Readiness of the store: cleared when an operation fails, set when one succeeds.
+    pub store_ok: Arc<std::sync::atomic::AtomicBool>,
     /// Called before retrying after an authorization error (re-reads the provhash file).
     pub reload_credentials: Arc<dyn Fn() + Send + Sync>,
     /// Cancelled at shutdown: stop sleeping, give unfinished deliveries back.
@@ -75,11 +77,29 @@ impl MaybeTransient for StepError {
 }
 
 impl<L: LastPass> Processor<L> {
+    /// Counts a finished command (outcomes spelled as in events; `duplicate` for a repeat).
+    fn count(&self, command_type: &str, outcome: &str) {
+        metrics::counter!(crate::telemetry::COMMANDS,
+            "type" => command_type.to_string(), "outcome" => outcome.to_string())
+        .increment(1);
+    }
+
+    /// Records whether the store works, for `/readyz`.
+    fn store_health(&self, ok: bool) {
+        self.store_ok.store(ok, Ordering::Relaxed);
+    }
+
     /// Processes one prepared delivery; never panics on bad input, never loses a command.
     /// Run it inside [`Prepared::span`] so every line about the command carries its ids.
     pub async fn process<S: EventSink>(&self, prepared: Prepared, sink: &S) -> Disposition {
         match prepared {
             Prepared::Invalid { rejection, body } => {
+                self.count(
+                    rejection.command_type.as_deref().map_or("unknown", |t| {
+                        crate::command::CommandType::parse(t).map_or("unknown", |t| t.as_str())
+                    }),
+                    "rejected",
+                );
                 warn!(code = rejection.code.as_str(), reason = %rejection.message,
                     "rejected an invalid message; parking it");
                 Disposition::Park(self.events.rejected(&rejection, &body))
@@ -103,6 +123,7 @@ impl<L: LastPass> Processor<L> {
                 );
             }
             Ok(Some(done)) => {
+                self.count(command.command_type().as_str(), "duplicate");
                 info!(
                     outcome = "repeat",
                     "command already completed; repeating its event"
@@ -112,6 +133,7 @@ impl<L: LastPass> Processor<L> {
             Ok(None) => {}
             Err(e) => {
                 error!(error = %e, "cannot read the ledger; giving the delivery back");
+                self.store_health(false);
                 return Disposition::Abandon;
             }
         }
@@ -123,6 +145,7 @@ impl<L: LastPass> Processor<L> {
                 Ok(r) => r,
                 Err(e) => {
                     error!(error = %e, "cannot read the ledger; giving the delivery back");
+                    self.store_health(false);
                     return Disposition::Abandon;
                 }
             };
@@ -143,8 +166,11 @@ impl<L: LastPass> Processor<L> {
                     );
                     if let Err(e) = self.ledger.complete(id, &fingerprint, &event).await {
                         error!(error = %e, "cannot record the completed command; giving it back");
+                        self.store_health(false);
                         return Disposition::Abandon;
                     }
+                    self.store_health(true);
+                    self.count(command.command_type().as_str(), resolution.outcome.as_str());
                     info!(
                         outcome = resolution.outcome.as_str(),
                         status = resolution.account_status.map(|s| s.as_str()),
@@ -155,6 +181,7 @@ impl<L: LastPass> Processor<L> {
                 }
                 Err(StepError::Store(e)) => {
                     error!(error = %e, "cannot write the ledger; giving the delivery back");
+                    self.store_health(false);
                     return Disposition::Abandon;
                 }
                 Err(StepError::LastPass(LastPassError::Unauthorized)) => {
@@ -185,8 +212,10 @@ impl<L: LastPass> Processor<L> {
                         };
                         if let Err(e) = self.ledger.set_retry_state(id, Some(next)).await {
                             error!(error = %e, "cannot record the retry state; giving the delivery back");
+                            self.store_health(false);
                             return Disposition::Abandon;
                         }
+                        metrics::counter!(crate::telemetry::DELAYED_RETRIES).increment(1);
                         warn!(error = %e, attempts, round = round + 1, delay_ms = delay.as_millis() as u64,
                             "LastPass still unavailable; redelivering later");
                         return Disposition::RetryLater {
@@ -206,9 +235,11 @@ impl<L: LastPass> Processor<L> {
                         )),
                     };
                     warn!(error = %e, attempts, "retries exhausted; failing and parking the command");
+                    self.count(command.command_type().as_str(), "failed");
                     // A re-drive from the dead-letter queue starts with a fresh retry budget.
                     if let Err(e) = self.ledger.set_retry_state(id, None).await {
                         error!(error = %e, "cannot reset the retry state; giving the delivery back");
+                        self.store_health(false);
                         return Disposition::Abandon;
                     }
                     // Not recorded as completed: a re-drive from the dead-letter queue may retry.
@@ -242,8 +273,10 @@ impl<L: LastPass> Processor<L> {
                         .await
                         .is_err()
                     {
+                        self.store_health(false);
                         return Disposition::Abandon;
                     }
+                    self.count(command.command_type().as_str(), "failed");
                     return disposition_for(event);
                 }
             }
@@ -307,12 +340,15 @@ impl<L: LastPass> Processor<L> {
                     .await
                 {
                     error!(error = %e, "cannot record the completed sync; giving it back");
+                    self.store_health(false);
                     return Disposition::Abandon;
                 }
                 info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "sync complete"
                 );
+                self.store_health(true);
+                self.count("users.sync", "applied");
                 Disposition::Publish(completed)
             }
             Err(e @ (SyncError::Publish(_) | SyncError::Store(_))) => {
@@ -335,6 +371,7 @@ impl<L: LastPass> Processor<L> {
                     _ => (FailureCode::LastpassRejected, false, 1),
                 };
                 warn!(error = %e, code = code.as_str(), "sync failed part-way; nobody is marked Deprovisioned");
+                self.count("users.sync", "failed");
                 let resolution = Resolution {
                     outcome: Outcome::Failed,
                     account_status: None,
@@ -408,6 +445,7 @@ mod tests {
             },
             sync: SyncSettings::default(),
             gate: Gate::default(),
+            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             reload_credentials: Arc::new(move || {
                 r.fetch_add(1, Ordering::Relaxed);
             }),

@@ -89,7 +89,10 @@ impl RetryPolicy {
             })
             .when(|e: &E| e.is_transient() && !stop.is_cancelled())
             .adjust(|e: &E, d| d.map(|d| e.retry_after().map_or(d, |ra| ra.max(d))))
-            .notify(|e: &E, d| warn!(error = %e, retry_in_ms = d.as_millis() as u64, call = what, "LastPass call failed; retrying"))
+            .notify(|e: &E, d| {
+                metrics::counter!(crate::telemetry::RETRIES).increment(1);
+                warn!(error = %e, retry_in_ms = d.as_millis() as u64, call = what, "LastPass call failed; retrying")
+            })
             .await
     }
 }

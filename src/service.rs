@@ -28,6 +28,12 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("the LastPass client cannot be built")]
     Client(#[source] LastPassError),
+    #[error("cannot serve the HTTP endpoints on CONNECTOR_HTTP_ADDR {addr}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the consumer task panicked: {0}")]
     ConsumerPanicked(String),
     #[error("the consumer task ended without being asked to stop")]
@@ -49,6 +55,15 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     .map_err(RunError::Client)?;
     let (ledger, snapshot) =
         crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
+    let listener = crate::http::bind(config.http_addr)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.http_addr,
+            source,
+        })?;
+    crate::telemetry::handle();
+    let store_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = Gate::default();
     let ledger: Arc<dyn CommandLedger> = Arc::new(ledger);
 
     let reload = {
@@ -68,7 +83,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         sync: SyncSettings {
             page_size: config.sync_page_size,
         },
-        gate: Gate::default(),
+        gate: gate.clone(),
+        store_ok: store_ok.clone(),
         reload_credentials: reload,
         stop: stop.clone(),
     });
@@ -88,10 +104,11 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         shutdown_grace: config.shutdown_grace,
         sync_interval: config.sync_interval,
     };
-    let (connected, _) = watch::channel(false);
+    let (connected, consuming) = watch::channel(false);
 
     info!(
         version = env!("CARGO_PKG_VERSION"),
+        commit = crate::GIT_COMMIT,
         prefix = %config.prefix,
         cid = %config.cid,
         api = %config.api_url,
@@ -99,6 +116,15 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     );
     let tasks = TaskTracker::new();
     tasks.spawn(prune_periodically(ledger, stop.clone()));
+    tasks.spawn(crate::http::serve(
+        listener,
+        crate::http::Health {
+            consuming,
+            gate,
+            store_ok,
+            stop: stop.clone(),
+        },
+    ));
     let mut consumer = tasks.spawn(amqp::run(settings, processor, connected));
     tasks.close();
 

@@ -238,6 +238,10 @@ pub(crate) async fn run<L: LastPass, S: EventSink>(
     }
     ledger.commit_staging().await?;
     done.duration_ms = started.elapsed().as_millis() as u64;
+    for (status, n) in &done.counts {
+        metrics::gauge!(crate::telemetry::SYNC_ACCOUNTS, "status" => *status).set(*n as f64);
+    }
+    metrics::gauge!(crate::telemetry::LAST_SYNC).set(chrono::Utc::now().timestamp() as f64);
     info!(
         total = done.total,
         deprovisioned = done.deprovisioned,

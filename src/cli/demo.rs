@@ -72,6 +72,8 @@ pub async fn demo(args: DemoArgs) -> Result<(), ToolFailure> {
         state.join("state").display().to_string(),
         "--retry-delays".into(),
         "1s".into(),
+        "--http-addr".into(),
+        "127.0.0.1:0".into(),
     ])
     .map_err(|e| ToolFailure::Usage(e.to_string()))?;
     let delays = config.retry.round_delays.clone();

@@ -6,12 +6,14 @@ mod dead_letter;
 #[cfg(feature = "simulator")]
 mod demo;
 mod events;
+mod healthcheck;
 mod publish;
 
 pub use dead_letter::DeadLetterArgs;
 #[cfg(feature = "simulator")]
 pub use demo::DemoArgs;
 pub use events::EventsArgs;
+pub use healthcheck::{HealthcheckArgs, healthcheck};
 pub use publish::PublishArgs;
 
 use crate::amqp::{ToolBroker, ToolError};

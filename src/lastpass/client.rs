@@ -184,6 +184,7 @@ impl Client {
     async fn call(&self, cmd: &'static str, data: Value) -> Result<Vec<u8>, LastPassError> {
         let secret = self.provhash();
         // Scrubbed first: nothing below this line, logging included, can see the secret.
+        let started = std::time::Instant::now();
         let result = self
             .call_inner(cmd, data, &secret)
             .await
@@ -192,6 +193,17 @@ impl Client {
             Ok(_) => tracing::debug!(cmd, "LastPass call answered"),
             Err(e) => tracing::debug!(cmd, error = %e, "LastPass call failed"),
         }
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(LastPassError::Transient { .. }) => "transient",
+            Err(LastPassError::Unauthorized) => "unauthorized",
+            Err(LastPassError::Rejected(_)) => "rejected",
+            Err(LastPassError::NoSuchUser(_)) => "no_such_user",
+        };
+        metrics::counter!(crate::telemetry::LASTPASS_CALLS, "command" => cmd, "result" => outcome)
+            .increment(1);
+        metrics::histogram!(crate::telemetry::LASTPASS_SECONDS, "command" => cmd)
+            .record(started.elapsed().as_secs_f64());
         result
     }
 

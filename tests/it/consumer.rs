@@ -497,7 +497,7 @@ async fn every_kind_of_invalid_message_is_rejected_and_parked() {
     running.stop().await;
 }
 
-fn close_connection_named(fragment: &str) -> bool {
+pub(crate) fn close_connection_named(fragment: &str) -> bool {
     let out = std::process::Command::new("rabbitmqctl")
         .args(["list_connections", "pid", "client_properties", "--silent"])
         .output()

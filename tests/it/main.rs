@@ -5,7 +5,9 @@
 
 mod client;
 mod consumer;
+mod deploy;
 mod hostile;
+mod http;
 mod process;
 mod schemas;
 mod support;

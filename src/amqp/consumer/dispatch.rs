@@ -38,6 +38,7 @@ pub(super) async fn dispatch<L: LastPass>(
         if !processor.gate.is_open() {
             if !paused {
                 paused = true;
+                metrics::gauge!(crate::telemetry::PAUSED).set(1.0);
                 info!("LastPass credentials refused: taking no new commands until they work");
             }
             if !tasks.is_empty() {
@@ -52,6 +53,7 @@ pub(super) async fn dispatch<L: LastPass>(
             }
         } else if paused {
             paused = false;
+            metrics::gauge!(crate::telemetry::PAUSED).set(0.0);
             info!("LastPass credentials work again: resuming");
         }
         let permit = tokio::select! {
@@ -80,12 +82,18 @@ pub(super) async fn dispatch<L: LastPass>(
         let broken = broken.clone();
         tasks.spawn(
             async move {
+                let started = std::time::Instant::now();
+                let in_flight = metrics::gauge!(crate::telemetry::IN_FLIGHT);
+                in_flight.increment(1.0);
                 let _turn = match turn {
                     Some(t) => Some(t.wait().await),
                     None => None,
                 };
                 let disposition = processor.process(prepared, &publisher).await;
                 settle(&publisher, delivery, queue, disposition, &broken).await;
+                in_flight.decrement(1.0);
+                metrics::histogram!(crate::telemetry::COMMAND_SECONDS, "type" => queue.as_str())
+                    .record(started.elapsed().as_secs_f64());
                 drop(permit);
             }
             .instrument(span),

@@ -74,6 +74,7 @@ pub(crate) async fn run<L: LastPass>(
         let end = session(&settings, &processor, &connected, &stop).await;
         connected.send_replace(false);
         let Err(why) = end else { return };
+        metrics::counter!(crate::telemetry::RECONNECTS).increment(1);
         let wait = backoff.next().unwrap_or(Duration::from_secs(15));
         warn!(error = %crate::error_chain(&why), retry_in_ms = wait.as_millis() as u64,
             "RabbitMQ session ended; reconnecting");

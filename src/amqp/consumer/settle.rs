@@ -23,6 +23,10 @@ pub(super) async fn settle(
     let published = match disposition {
         Disposition::Publish(event) => publisher.publish(std::slice::from_ref(&event)).await,
         Disposition::Park(event) => {
+            let code = event
+                .error
+                .as_ref()
+                .map_or(event.kind.routing_key(), |e| e.code.as_str());
             let parked = publisher
                 .park(
                     &d.data,
@@ -38,7 +42,12 @@ pub(super) async fn settle(
             ) {
                 (Ok(mut pending), Ok(p)) => {
                     pending.push(p);
-                    Publisher::confirm_all(pending).await
+                    let confirmed = Publisher::confirm_all(pending).await;
+                    if confirmed.is_ok() {
+                        metrics::counter!(crate::telemetry::DEAD_LETTERED, "code" => code)
+                            .increment(1);
+                    }
+                    confirmed
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             }

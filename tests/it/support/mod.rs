@@ -223,6 +223,7 @@ impl Broker {
             .env("CONNECTOR_STATE_DIR", state_dir)
             .env("CONNECTOR_RETRY_DELAYS", delays)
             .env("AMQP_URL", amqp_url())
+            .env("CONNECTOR_HTTP_ADDR", "127.0.0.1:0")
             .stdin(std::process::Stdio::null());
         c
     }
@@ -264,6 +265,7 @@ impl Broker {
             ("--delivery-limit", self.options.delivery_limit.to_string()),
             ("--sync-page-size", "100".into()),
             ("--shutdown-grace", "10s".into()),
+            ("--http-addr", "127.0.0.1:0".into()),
         ]
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value])
