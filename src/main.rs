@@ -29,6 +29,9 @@ enum Cmd {
     /// RabbitMQ).
     #[cfg(feature = "simulator")]
     Demo(cli::DemoArgs),
+    /// Measure the connector against the simulator and the bare AMQP floor (BENCHMARKS.md).
+    #[cfg(feature = "simulator")]
+    Bench(cli::BenchArgs),
     /// Run the LastPass Enterprise API simulator (for tests and demos).
     #[cfg(feature = "simulator")]
     Simulator(simulator::SimulatorArgs),
@@ -123,6 +126,8 @@ async fn main() -> ExitCode {
         Cmd::Healthcheck(args) => tool(cli::healthcheck(args).await),
         #[cfg(feature = "simulator")]
         Cmd::Demo(args) => tool(cli::demo(args).await),
+        #[cfg(feature = "simulator")]
+        Cmd::Bench(args) => tool(cli::bench(args).await),
         #[cfg(feature = "simulator")]
         Cmd::Simulator(args) => match simulator::run_cli(args).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -3,11 +3,13 @@
 //! reconnect).
 
 mod consumer;
+mod floor;
 mod publisher;
 mod tools;
 mod topology;
 
 pub(crate) use consumer::{AmqpSettings, run};
+pub use floor::floor;
 pub use tools::{ParkedMessage, ReceivedEvent, ToolBroker, ToolError};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 

@@ -173,6 +173,41 @@ impl ToolBroker {
             .await
     }
 
+    /// Publishes many commands, pipelined: every publish is sent, then the confirms are
+    /// awaited in batches. Returns when all are confirmed.
+    pub async fn publish_commands(&self, commands: &[(String, Vec<u8>)]) -> Result<(), ToolError> {
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        for chunk in commands.chunks(500) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (routing_key, body) in chunk {
+                pending.push(
+                    self.ch
+                        .basic_publish(
+                            self.names.commands().into(),
+                            routing_key.as_str().into(),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..Default::default()
+                            },
+                            body,
+                            props.clone(),
+                        )
+                        .await
+                        .map_err(amqp("publishing"))?,
+                );
+            }
+            for p in pending {
+                let c = p.await.map_err(amqp("waiting for the confirm"))?;
+                if !c.is_ack() || c.take_message().is_some() {
+                    return Err(ToolError::NotConfirmed("nacked or returned".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Follows every event of this prefix on a temporary queue (exclusive, auto-deleted).
     pub async fn follow_events(
         &self,

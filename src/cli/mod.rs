@@ -2,6 +2,8 @@
 //! follow `events`, inspect and re-drive the `dead-letter` queue, and the one-command `demo`.
 //! They use the connector's own types and the broker through [`crate::amqp::ToolBroker`].
 
+#[cfg(feature = "simulator")]
+mod bench;
 mod dead_letter;
 #[cfg(feature = "simulator")]
 mod demo;
@@ -9,6 +11,8 @@ mod events;
 mod healthcheck;
 mod publish;
 
+#[cfg(feature = "simulator")]
+pub use bench::{BenchArgs, bench};
 pub use dead_letter::DeadLetterArgs;
 #[cfg(feature = "simulator")]
 pub use demo::DemoArgs;

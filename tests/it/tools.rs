@@ -199,3 +199,28 @@ async fn the_demo_runs_and_exits_0() {
         assert!(text.contains(row), "{row} in {text}");
     }
 }
+
+#[tokio::test]
+async fn the_benchmark_runs_on_a_tiny_n() {
+    let out = tool_async(
+        "unused".into(),
+        vec!["bench", "--n", "30", "--concurrency", "8", "--json"],
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON report");
+    assert_eq!(v["completed"], 30);
+    assert_eq!(v["missing"], 0);
+    assert!(v["commands_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["floor_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        v["calls_per_command"].as_f64().unwrap(),
+        2.0,
+        "a look and an act each"
+    );
+}

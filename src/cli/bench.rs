@@ -1,0 +1,341 @@
+//! `lastpass-connector bench`: the connector (this binary's `run`, as its own process) against
+//! the in-process simulator and the real RabbitMQ. Publishes N commands of a mix while it runs
+//! and measures until every result event has arrived: commands/s, publish-to-event latency
+//! (p50/p95/p99), LastPass calls per command, the connector's CPU seconds per 1,000 commands and
+//! peak RSS; then, in the same run, the floor (a bare lapin loop doing the AMQP part of the same
+//! work) and the connector as a fraction of it. Cleans up everything it declared.
+
+use super::{BrokerArgs, ToolFailure, connect};
+use crate::amqp::TopologyOptions;
+use crate::retry::RetryPolicy;
+use crate::simulator::{Faults, SimUserSpec, Simulator, SimulatorConfig};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Commands to publish.
+    #[arg(long, default_value_t = 1000)]
+    pub n: usize,
+    /// Command types, used in turn: provision, suspend, deprovision.
+    #[arg(long, default_value = "provision,suspend,deprovision")]
+    pub mix: String,
+    /// CONNECTOR_CONCURRENCY of the connector (and the floor's prefetch).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u16,
+    /// Simulated LastPass latency per call.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Extra environment for the connector (`NAME=VALUE`, repeatable), e.g.
+    /// `--env CONNECTOR_BATCH_MAX=1`.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Skip the floor.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Give up when the results take longer than this.
+    #[arg(long, default_value = "10m", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn mix(s: &str) -> Result<Vec<&'static str>, ToolFailure> {
+    s.split(',')
+        .map(|t| match t.trim() {
+            "provision" => Ok("user.provision"),
+            "suspend" => Ok("user.suspend"),
+            "deprovision" => Ok("user.deprovision"),
+            other => Err(ToolFailure::Usage(format!(
+                "unknown command type in --mix: {other:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of stat; here shifted by the two before the comm's ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
+    let kinds = mix(&args.mix)?;
+    let sim = Simulator::start_local(SimulatorConfig {
+        faults: Faults {
+            latency_ms: args.latency_ms,
+            ..Faults::default()
+        },
+        ..SimulatorConfig::default()
+    })
+    .await
+    .map_err(|e| ToolFailure::Outcome(format!("simulator: {e}")))?;
+    let run_id = &Uuid::new_v4().simple().to_string()[..8];
+    let prefix = format!("bench-{run_id}");
+    let mut commands: Vec<(String, Vec<u8>, String)> = Vec::with_capacity(args.n);
+    for i in 0..args.n {
+        let kind = kinds[i % kinds.len()];
+        let id = Uuid::new_v4().to_string();
+        let email = format!("u{i}-{run_id}@example.com");
+        let body = if kind == "user.provision" {
+            json!({"command_id": id, "type": kind,
+                "user": {"email": email, "first_name": "Bench", "last_name": format!("User {i}")}})
+        } else {
+            sim.add_user(SimUserSpec::active(&email, "2026-11-20 09:30:00"))
+                .map_err(|e| ToolFailure::Outcome(format!("simulator: {e:?}")))?;
+            json!({"command_id": id, "type": kind, "user": {"email": email}})
+        };
+        commands.push((kind.to_string(), body.to_string().into_bytes(), id));
+    }
+    sim.add_user(SimUserSpec::active(
+        "warmup@example.com",
+        "2026-11-20 09:30:00",
+    ))
+    .map_err(|e| ToolFailure::Outcome(format!("simulator: {e:?}")))?;
+
+    let dir = std::env::temp_dir().join(format!("lastpass-connector-bench-{run_id}"));
+    std::fs::create_dir_all(&dir).map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
+    let provhash = dir.join("provhash");
+    std::fs::write(&provhash, sim.provhash()).map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
+    let broker = connect(
+        &BrokerArgs {
+            prefix: prefix.clone(),
+        },
+        "bench",
+    )
+    .await?;
+    let delays = RetryPolicy::default().round_delays;
+    broker
+        .declare(&TopologyOptions {
+            delivery_limit: 20,
+            retry_delays: delays.clone(),
+        })
+        .await?;
+    let events = broker.follow_events().await?;
+
+    let exe = std::env::current_exe().map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
+    let mut child = std::process::Command::new(exe);
+    child
+        .arg("run")
+        .env("LASTPASS_API_URL", sim.api_url())
+        .env("LASTPASS_CID", sim.cid())
+        .env("LASTPASS_PROVHASH_FILE", &provhash)
+        .env("CONNECTOR_PREFIX", &prefix)
+        .env("CONNECTOR_STATE_DIR", dir.join("state"))
+        .env("CONNECTOR_CONCURRENCY", args.concurrency.to_string())
+        .env("CONNECTOR_HTTP_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| ToolFailure::Usage(format!("--env wants NAME=VALUE, got {kv:?}")))?;
+        child.env(k, v);
+    }
+    let mut child = child
+        .spawn()
+        .map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
+    let pid = child.id();
+
+    // Results arrive on a task of their own while the commands are published.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, String)>();
+    let reader = tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(e) = events.next().await {
+            if e.routing_key == "user.synced" {
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&e.body).unwrap_or_default();
+            let id = v["data"]["command_id"].as_str().unwrap_or("").to_string();
+            let outcome = v["data"]["outcome"].as_str().unwrap_or("").to_string();
+            if tx.send((id, Instant::now(), outcome)).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Warm up: the connector is consuming once this is answered.
+    let warm_id = Uuid::new_v4().to_string();
+    let warm = json!({"command_id": warm_id, "type": "user.suspend", "user": {"email": "warmup@example.com"}});
+    broker
+        .publish_command("user.suspend", warm.to_string().as_bytes(), &[])
+        .await?;
+    let warmed = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some((id, _, _)) = rx.recv().await {
+            if id == warm_id {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if !warmed {
+        let _ = child.kill();
+        return Err(ToolFailure::Outcome(
+            "the connector did not answer the warm-up command".into(),
+        ));
+    }
+    let calls_before = sim.call_counts();
+    let cpu_before = cpu_seconds(pid);
+
+    let started = Instant::now();
+    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(args.n);
+    let mut latencies = Vec::with_capacity(args.n);
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let mut last = started;
+    for chunk in commands.chunks(500) {
+        let now = Instant::now();
+        for (_, _, id) in chunk {
+            sent.insert(id.clone(), now);
+        }
+        let batch: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|(k, b, _)| (k.clone(), b.clone()))
+            .collect();
+        broker.publish_commands(&batch).await?;
+        while let Ok((id, at, outcome)) = rx.try_recv() {
+            if let Some(t) = sent.remove(&id) {
+                latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                *outcomes.entry(outcome).or_default() += 1;
+                last = at;
+            }
+        }
+    }
+    let deadline = started + args.timeout;
+    while !sent.is_empty() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some((id, at, outcome))) => {
+                if let Some(t) = sent.remove(&id) {
+                    latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                    *outcomes.entry(outcome).or_default() += 1;
+                    last = at;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    let elapsed = last.duration_since(started).as_secs_f64().max(1e-9);
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let rss = peak_rss_kib(pid);
+    let calls_after = sim.call_counts();
+    let calls = (calls_after.getuserdata
+        + calls_after.deluser
+        + calls_after.batchadd
+        + calls_after.enableuser)
+        - (calls_before.getuserdata
+            + calls_before.deluser
+            + calls_before.batchadd
+            + calls_before.enableuser);
+    let missing = sent.len();
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    reader.abort();
+
+    let done = args.n - missing;
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let rate = done as f64 / elapsed;
+    let floor = if args.no_floor {
+        None
+    } else {
+        let body = vec![b'x'; 700];
+        let url =
+            std::env::var("AMQP_URL").unwrap_or_else(|_| crate::config::DEFAULT_AMQP_URL.into());
+        let d = crate::amqp::floor(&url, &prefix, args.n, args.concurrency, &body).await?;
+        Some(args.n as f64 / d.as_secs_f64().max(1e-9))
+    };
+    broker.delete_topology(&delays).await?;
+    broker.close().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let report = json!({
+        "n": args.n, "mix": args.mix, "concurrency": args.concurrency,
+        "latency_ms": args.latency_ms, "env": args.env,
+        "completed": done, "missing": missing, "outcomes": outcomes,
+        "seconds": elapsed, "commands_per_s": rate,
+        "p50_ms": percentile(&latencies, 50.0), "p95_ms": percentile(&latencies, 95.0),
+        "p99_ms": percentile(&latencies, 99.0),
+        "lastpass_calls": calls, "calls_per_command": calls as f64 / done.max(1) as f64,
+        "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
+        "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "commands            {done} of {} ({}; concurrency {}, latency {} ms)",
+            args.n, args.mix, args.concurrency, args.latency_ms
+        );
+        println!("outcomes            {outcomes:?}");
+        println!("throughput          {rate:.0} commands/s over {elapsed:.2} s");
+        println!(
+            "publish -> event    p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 95.0),
+            percentile(&latencies, 99.0)
+        );
+        println!(
+            "LastPass calls      {calls} ({:.2} per command)",
+            calls as f64 / done.max(1) as f64
+        );
+        println!(
+            "connector CPU       {:.2} s per 1,000 commands",
+            cpu * 1000.0 / done.max(1) as f64
+        );
+        println!("connector peak RSS  {} KiB", rss);
+        if let Some(f) = floor {
+            println!(
+                "floor (bare lapin)  {f:.0} messages/s; the connector is {:.2} of it",
+                rate / f
+            );
+        }
+    }
+    if missing > 0 {
+        return Err(ToolFailure::Outcome(format!(
+            "{missing} command(s) had no result within {:?}",
+            args.timeout
+        )));
+    }
+    Ok(())
+}
