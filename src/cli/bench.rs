@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Instead of commands: one `users.sync` over this many simulated accounts (time,
+    /// accounts/s, LastPass calls, the connector's peak RSS).
+    #[arg(long, value_name = "ACCOUNTS")]
+    pub sync: Option<usize>,
 }
 
 fn mix(s: &str) -> Result<Vec<&'static str>, ToolFailure> {
@@ -97,6 +101,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     let kinds = mix(&args.mix)?;
     let sim = Simulator::start_local(SimulatorConfig {
+        users: args.sync.unwrap_or(0),
         faults: Faults {
             latency_ms: args.latency_ms,
             ..Faults::default()
@@ -107,8 +112,14 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     .map_err(|e| ToolFailure::Outcome(format!("simulator: {e}")))?;
     let run_id = &Uuid::new_v4().simple().to_string()[..8];
     let prefix = format!("bench-{run_id}");
-    let mut commands: Vec<(String, Vec<u8>, String)> = Vec::with_capacity(args.n);
-    for i in 0..args.n {
+    let n = if args.sync.is_some() { 1 } else { args.n };
+    let mut commands: Vec<(String, Vec<u8>, String)> = Vec::with_capacity(n);
+    if args.sync.is_some() {
+        let id = Uuid::new_v4().to_string();
+        let body = json!({"command_id": id, "type": "users.sync"});
+        commands.push(("users.sync".into(), body.to_string().into_bytes(), id));
+    }
+    for i in 0..if args.sync.is_some() { 0 } else { args.n } {
         let kind = kinds[i % kinds.len()];
         let id = Uuid::new_v4().to_string();
         let email = format!("u{i}-{run_id}@example.com");
@@ -182,7 +193,11 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
                 continue;
             }
             let v: Value = serde_json::from_slice(&e.body).unwrap_or_default();
-            let id = v["data"]["command_id"].as_str().unwrap_or("").to_string();
+            let id = v["data"]["command_id"]
+                .as_str()
+                .or(v["data"]["sync_id"].as_str())
+                .unwrap_or("")
+                .to_string();
             let outcome = v["data"]["outcome"].as_str().unwrap_or("").to_string();
             if tx.send((id, Instant::now(), outcome)).is_err() {
                 break;
@@ -272,10 +287,10 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     reader.abort();
 
-    let done = args.n - missing;
+    let done = n - missing;
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let rate = done as f64 / elapsed;
-    let floor = if args.no_floor {
+    let floor = if args.no_floor || args.sync.is_some() {
         None
     } else {
         let body = vec![b'x'; 700];
@@ -289,6 +304,30 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 
+    if let Some(accounts) = args.sync {
+        let report = json!({
+            "sync_accounts": accounts, "seconds": elapsed,
+            "accounts_per_s": accounts as f64 / elapsed,
+            "lastpass_calls": calls, "peak_rss_kib": rss, "cpu_s": cpu,
+            "completed": done == 1,
+        });
+        if args.json {
+            println!("{report}");
+        } else {
+            println!(
+                "sync of {accounts} accounts: {elapsed:.2} s ({:.0} accounts/s), {calls} LastPass calls, connector CPU {cpu:.2} s, peak RSS {rss} KiB",
+                accounts as f64 / elapsed
+            );
+        }
+        return if done == 1 {
+            Ok(())
+        } else {
+            Err(ToolFailure::Outcome(format!(
+                "the sync did not complete within {:?}",
+                args.timeout
+            )))
+        };
+    }
     let report = json!({
         "n": args.n, "mix": args.mix, "concurrency": args.concurrency,
         "latency_ms": args.latency_ms, "env": args.env,
