@@ -45,6 +45,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         provhash,
         timeout: config.lastpass_timeout,
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+        time_zone: config.lastpass_time_zone,
     })
     .map_err(RunError::Client)?;
     let (ledger, snapshot) =

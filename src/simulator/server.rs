@@ -50,6 +50,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(get_user).delete(delete_user).patch(patch_user),
         )
         .route("/_control/invited", post(add_invited))
+        .route("/_control/existing-accounts", post(add_existing_account))
         .layer(DefaultBodyLimit::max(32 << 20))
         .with_state(shared)
 }
@@ -230,6 +231,19 @@ async fn add_invited(State(shared): AppState, body: Bytes) -> Response {
     match parse::<Invitation>(&body) {
         Ok(i) if !i.username.trim().is_empty() => {
             shared.lock().add_invitation(&i.username);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => error_response(ControlError::Invalid("username is required".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /_control/existing-accounts` `{"username": …}`: a person with a LastPass account
+/// elsewhere, whom `batchadd` invites instead of creating.
+async fn add_existing_account(State(shared): AppState, body: Bytes) -> Response {
+    match parse::<Invitation>(&body) {
+        Ok(i) if !i.username.trim().is_empty() => {
+            shared.lock().flag_existing_account(&i.username);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(_) => error_response(ControlError::Invalid("username is required".into())),

@@ -13,16 +13,18 @@ use serde_json::{Value, json};
 const ID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
-const COMMAND_SCHEMAS: [&str; 4] = [
+const COMMAND_SCHEMAS: [&str; 5] = [
     "command.user.provision.json",
     "command.user.suspend.json",
     "command.user.deprovision.json",
+    "command.user.reactivate.json",
     "command.users.sync.json",
 ];
-const EVENT_SCHEMAS: [&str; 7] = [
+const EVENT_SCHEMAS: [&str; 8] = [
     "event.user.provisioned.json",
     "event.user.suspended.json",
     "event.user.deprovisioned.json",
+    "event.user.reactivated.json",
     "event.command.failed.json",
     "event.command.rejected.json",
     "event.user.synced.json",
@@ -105,7 +107,7 @@ fn a_reference_to_an_unknown_file_fails_offline() {
 // of requested_at (2026-02-30T00:00:00Z matches the pattern), and the byte-length limits on
 // non-ASCII email addresses (the parser counts bytes, JSON Schema counts characters).
 
-const QUEUES: [CommandType; 4] = CommandType::ALL;
+const QUEUES: [CommandType; 5] = CommandType::ALL;
 
 fn schema_of(q: CommandType) -> String {
     schemas::command_schema_file(q.as_str())
