@@ -239,7 +239,10 @@ pub fn pages<L: LastPass>(
 pub struct Pager {
     page_size: u32,
     next: Option<u32>,
-    seen: HashSet<Box<str>>,
+    /// The uids seen so far: numeric ones (all real ones) as numbers, to keep a sync of many
+    /// accounts small (about 16 bytes each), any other as text.
+    seen: HashSet<u64>,
+    seen_other: HashSet<Box<str>>,
 }
 
 impl Pager {
@@ -248,6 +251,7 @@ impl Pager {
             page_size: page_size.max(1),
             next: Some(0),
             seen: HashSet::new(),
+            seen_other: HashSet::new(),
         }
     }
 
@@ -262,7 +266,7 @@ impl Pager {
 
     /// Distinct accounts seen so far.
     pub fn seen(&self) -> u64 {
-        self.seen.len() as u64
+        (self.seen.len() + self.seen_other.len()) as u64
     }
 
     /// Takes the answer to [`Pager::next_index`]: removes the accounts already seen from `page`
@@ -276,8 +280,12 @@ impl Pager {
             return Ok(());
         }
         let before = page.users.len();
-        let seen = &mut self.seen;
-        page.users.retain(|u| seen.insert(u.uid.as_str().into()));
+        let (seen, other) = (&mut self.seen, &mut self.seen_other);
+        page.users.retain(|u| match u.uid.parse::<u64>() {
+            // Only the canonical spelling as a number: "007" and "7" stay two uids.
+            Ok(n) if n.to_string() == u.uid => seen.insert(n),
+            _ => other.insert(u.uid.as_str().into()),
+        });
         let repeated = before - page.users.len();
         if repeated > 0 {
             tracing::warn!(
