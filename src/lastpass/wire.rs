@@ -169,7 +169,8 @@ fn mentions(messages: &[String], needle: &str) -> bool {
 const ABSENT_SPELLINGS: &[&str] = &[
     // deluser / enableuser: "No such user: jane@example.com".
     "no such user",
-    // deluser, array form: ["user not found: jane@example.com"] (moneyforward lpmgt status.go).
+    // deluser, array form: ["user not found: jane@example.com"] (issue 10; lpmgt's status.go
+    // shows errors as an array of strings, not this wording).
     "user not found",
     // getuserdata by username: ["jane@example.com is not a valid user."].
     "not a valid user",
@@ -1069,7 +1070,7 @@ mod tests {
                 r#"{"status":"FAIL","error":"No such user: jane@example.com"}"#,
             ),
             (
-                "deluser, array form: moneyforward lpmgt status.go",
+                "deluser, array form: issue 10 (array shape as in moneyforward lpmgt status.go)",
                 r#"{"status":"FAIL","error":["user not found: jane@example.com"]}"#,
             ),
             (
