@@ -2,26 +2,28 @@
 //! HTTP. Transient and authorization errors are returned as `Err` for the caller to retry or
 //! pause on; every other outcome, failures included, is a [`Resolution`].
 //!
-//! | command     | user before        | call         | outcome                                  | status after  |
-//! |-------------|--------------------|--------------|------------------------------------------|---------------|
-//! | provision   | absent             | batchadd, then one look-up: |                           |               |
-//! |             |   then found       |              | applied                                  | its status (Staged) |
-//! |             |   then invited     |              | applied, `invitation_pending`            | Staged        |
-//! |             |   then neither     |              | failed, `not_created`                    | -             |
-//! | provision   | present, enabled   | none         | already_done                             | its status    |
-//! | provision   | invited            | none         | already_done, `invitation_pending`       | Staged        |
-//! | provision   | present, disabled  | none         | failed, `account_suspended`              | Suspended     |
-//! | suspend     | enabled            | deluser 0    | applied                                  | Suspended     |
-//! | suspend     | disabled           | none         | already_done                             | Suspended     |
-//! | suspend     | invited            | none         | failed, `invitation_pending`             | Staged        |
-//! | suspend     | absent             | none         | failed, `user_not_found`                 | -             |
-//! | deprovision | present            | deluser 2    | applied (license reclaimed)              | Deprovisioned |
-//! | deprovision | invited            | deluser 3    | applied (license reclaimed)              | Deprovisioned |
-//! | deprovision | absent             | none         | already_done                             | Deprovisioned |
-//! | reactivate  | disabled           | enableuser   | applied                                  | Active or Staged |
-//! | reactivate  | enabled            | none         | already_done                             | its status    |
-//! | reactivate  | invited            | none         | failed, `invitation_pending`             | Staged        |
-//! | reactivate  | absent             | none         | failed, `user_not_found`                 | -             |
+//! | command     | user before       | call                    | outcome                            | status after     |
+//! |-------------|-------------------|-------------------------|------------------------------------|------------------|
+//! | provision   | absent            | batchadd, look: user    | applied                            | its status       |
+//! | provision   | absent            | batchadd, look: invited | applied, `invitation_pending`      | Staged           |
+//! | provision   | absent            | batchadd, look: neither | failed, `not_created`              | -                |
+//! | provision   | present, enabled  | none                    | already_done                       | its status       |
+//! | provision   | invited           | none                    | already_done, `invitation_pending` | Staged           |
+//! | provision   | present, disabled | none                    | failed, `account_suspended`        | Suspended        |
+//! | suspend     | enabled           | deluser 0               | applied                            | Suspended        |
+//! | suspend     | disabled          | none                    | already_done                       | Suspended        |
+//! | suspend     | invited           | none                    | failed, `invitation_pending`       | Staged           |
+//! | suspend     | absent            | none                    | failed, `user_not_found`           | -                |
+//! | deprovision | present           | deluser 2               | applied (license reclaimed)        | Deprovisioned    |
+//! | deprovision | invited           | deluser 3               | applied (license reclaimed)        | Deprovisioned    |
+//! | deprovision | absent            | none                    | already_done                       | Deprovisioned    |
+//! | reactivate  | disabled          | enableuser              | applied                            | Active or Staged |
+//! | reactivate  | enabled           | none                    | already_done                       | its status       |
+//! | reactivate  | invited           | none                    | failed, `invitation_pending`       | Staged           |
+//! | reactivate  | absent            | none                    | failed, `user_not_found`           | -                |
+//!
+//! "look" after a batchadd is one `getuserdata` by username: LastPass answers OK also when it
+//! only invited the person (they already have a LastPass account) or skipped them.
 
 use crate::command::Action;
 use crate::email::Email;
