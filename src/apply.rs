@@ -2,21 +2,33 @@
 //! HTTP. Transient and authorization errors are returned as `Err` for the caller to retry or
 //! pause on; every other outcome, failures included, is a [`Resolution`].
 //!
-//! | command     | user before       | call        | outcome                       | status after  |
-//! |-------------|-------------------|-------------|-------------------------------|---------------|
-//! | provision   | absent            | batchadd    | applied                       | Staged        |
-//! | provision   | present, enabled  | none        | already_done                  | its status    |
-//! | provision   | present, disabled | none        | failed, `account_suspended`   | Suspended     |
-//! | suspend     | enabled           | deluser 0   | applied                       | Suspended     |
-//! | suspend     | disabled          | none        | already_done                  | Suspended     |
-//! | suspend     | absent            | none        | failed, `user_not_found`      | -             |
-//! | deprovision | present           | deluser 2   | applied (license reclaimed)   | Deprovisioned |
-//! | deprovision | absent            | none        | already_done                  | Deprovisioned |
+//! | command     | user before       | call                    | outcome                            | status after     |
+//! |-------------|-------------------|-------------------------|------------------------------------|------------------|
+//! | provision   | absent            | batchadd, look: user    | applied                            | its status       |
+//! | provision   | absent            | batchadd, look: invited | applied, `invitation_pending`      | Staged           |
+//! | provision   | absent            | batchadd, look: neither | failed, `not_created`              | -                |
+//! | provision   | present, enabled  | none                    | already_done                       | its status       |
+//! | provision   | invited           | none                    | already_done, `invitation_pending` | Staged           |
+//! | provision   | present, disabled | none                    | failed, `account_suspended`        | Suspended        |
+//! | suspend     | enabled           | deluser 0               | applied                            | Suspended        |
+//! | suspend     | disabled          | none                    | already_done                       | Suspended        |
+//! | suspend     | invited           | none                    | failed, `invitation_pending`       | Staged           |
+//! | suspend     | absent            | none                    | failed, `user_not_found`           | -                |
+//! | deprovision | present           | deluser 2               | applied (license reclaimed)        | Deprovisioned    |
+//! | deprovision | invited           | deluser 3               | applied (license reclaimed)        | Deprovisioned    |
+//! | deprovision | absent            | none                    | already_done                       | Deprovisioned    |
+//! | reactivate  | disabled          | enableuser              | applied                            | Active or Staged |
+//! | reactivate  | enabled           | none                    | already_done                       | its status       |
+//! | reactivate  | invited           | none                    | failed, `invitation_pending`       | Staged           |
+//! | reactivate  | absent            | none                    | failed, `user_not_found`           | -                |
+//!
+//! "look" after a batchadd is one `getuserdata` by username: LastPass answers OK also when it
+//! only invited the person (they already have a LastPass account) or skipped them.
 
 use crate::command::Action;
 use crate::email::Email;
 use crate::event::{ErrorInfo, FailureCode, Outcome, Resolution};
-use crate::lastpass::{DelUserOutcome, DeleteAction, LastPass, LastPassError, NewUser};
+use crate::lastpass::{DelUserOutcome, DeleteAction, LastPass, LastPassError, NewUser, User};
 use crate::status::AccountStatus;
 
 /// What to do after looking.
@@ -34,6 +46,13 @@ pub enum Act {
     Create(NewUser),
     Suspend(Email),
     Delete(Email),
+    /// `deluser` with `deleteaction` 3: the person is only invited.
+    CancelInvitation(Email),
+    /// `enableuser`; `never_logged_in` says whether the account comes back Staged or Active.
+    Enable {
+        email: Email,
+        never_logged_in: bool,
+    },
 }
 
 fn done(outcome: Outcome, status: Option<AccountStatus>) -> Resolution {
@@ -41,7 +60,16 @@ fn done(outcome: Outcome, status: Option<AccountStatus>) -> Resolution {
         outcome,
         account_status: status,
         license_reclaimed: false,
+        invitation_pending: false,
         error: None,
+    }
+}
+
+/// A pending invitation, reported as a Staged account with `invitation_pending`.
+fn invited(outcome: Outcome) -> Resolution {
+    Resolution {
+        invitation_pending: true,
+        ..done(outcome, Some(AccountStatus::Staged))
     }
 }
 
@@ -50,8 +78,31 @@ fn failed(code: FailureCode, message: String, status: Option<AccountStatus>) -> 
         outcome: Outcome::Failed,
         account_status: status,
         license_reclaimed: false,
+        invitation_pending: false,
         error: Some(ErrorInfo::new(code, message, false)),
     }
+}
+
+fn only_invited(email: &Email, what: &str) -> Resolution {
+    Resolution {
+        invitation_pending: true,
+        ..failed(
+            FailureCode::InvitationPending,
+            format!(
+                "{email} is only invited to LastPass (the invitation has not been accepted); \
+                 there is no account to {what} yet"
+            ),
+            Some(AccountStatus::Staged),
+        )
+    }
+}
+
+fn not_found(email: &Email) -> Resolution {
+    failed(
+        FailureCode::UserNotFound,
+        format!("{email} is not a LastPass user"),
+        None,
+    )
 }
 
 fn applied_delete() -> Resolution {
@@ -59,7 +110,17 @@ fn applied_delete() -> Resolution {
         outcome: Outcome::Applied,
         account_status: Some(AccountStatus::Deprovisioned),
         license_reclaimed: true,
+        invitation_pending: false,
         error: None,
+    }
+}
+
+/// The status of an account once enabled.
+fn enabled_status(never_logged_in: bool) -> AccountStatus {
+    if never_logged_in {
+        AccountStatus::Staged
+    } else {
+        AccountStatus::Active
     }
 }
 
@@ -71,10 +132,9 @@ pub async fn look<L: LastPass>(
     action: &Action,
     acted_before: bool,
 ) -> Result<Plan, LastPassError> {
-    let (email, act) = match action {
-        Action::Provision(u) => (&u.email, Act::Create(u.clone())),
-        Action::Suspend(e) => (e, Act::Suspend(e.clone())),
-        Action::Deprovision(e) => (e, Act::Delete(e.clone())),
+    let email = match action {
+        Action::Provision(u) => &u.email,
+        Action::Suspend(e) | Action::Deprovision(e) | Action::Reactivate(e) => e,
         Action::Sync => unreachable!("a sync is not a user command"),
     };
     let user = lp.find_user(email).await?;
@@ -83,44 +143,85 @@ pub async fn look<L: LastPass>(
     } else {
         Outcome::AlreadyDone
     };
-    Ok(match (act, user) {
-        (act @ Act::Create(_), None) => Plan::Act(act),
-        (Act::Create(_), Some(u)) if u.disabled => Plan::Done(failed(
+    let invitation = user.as_ref().is_some_and(|u| u.invitation_pending);
+    Ok(match (action, user) {
+        (Action::Provision(u), None) => Plan::Act(Act::Create(u.clone())),
+        (Action::Provision(_), Some(_)) if invitation => Plan::Done(invited(applied_or_done)),
+        (Action::Provision(_), Some(u)) if u.disabled => Plan::Done(failed(
             FailureCode::AccountSuspended,
-            format!("{email} exists in LastPass but is suspended; it is not re-enabled"),
+            format!(
+                "{email} exists in LastPass but is suspended; provisioning does not re-enable \
+                 it: send user.reactivate for that"
+            ),
             Some(AccountStatus::Suspended),
         )),
-        (Act::Create(_), Some(u)) => Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u)))),
-        (Act::Suspend(_), None) => Plan::Done(failed(
-            FailureCode::UserNotFound,
-            format!("{email} is not a LastPass user"),
-            None,
-        )),
-        (Act::Suspend(_), Some(u)) if u.disabled => {
+        (Action::Provision(_), Some(u)) => {
+            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
+        }
+        (Action::Suspend(_), None) => Plan::Done(not_found(email)),
+        (Action::Suspend(_), Some(_)) if invitation => Plan::Done(only_invited(email, "suspend")),
+        (Action::Suspend(_), Some(u)) if u.disabled => {
             Plan::Done(done(applied_or_done, Some(AccountStatus::Suspended)))
         }
-        (act @ Act::Suspend(_), Some(_)) => Plan::Act(act),
-        (Act::Delete(_), None) if acted_before => Plan::Done(applied_delete()),
-        (Act::Delete(_), None) => Plan::Done(done(
+        (Action::Suspend(e), Some(_)) => Plan::Act(Act::Suspend(e.clone())),
+        (Action::Deprovision(_), None) if acted_before => Plan::Done(applied_delete()),
+        (Action::Deprovision(_), None) => Plan::Done(done(
             Outcome::AlreadyDone,
             Some(AccountStatus::Deprovisioned),
         )),
-        (act @ Act::Delete(_), Some(_)) => Plan::Act(act),
+        (Action::Deprovision(e), Some(_)) if invitation => {
+            Plan::Act(Act::CancelInvitation(e.clone()))
+        }
+        (Action::Deprovision(e), Some(_)) => Plan::Act(Act::Delete(e.clone())),
+        (Action::Reactivate(_), None) => Plan::Done(not_found(email)),
+        (Action::Reactivate(_), Some(_)) if invitation => {
+            Plan::Done(only_invited(email, "reactivate"))
+        }
+        (Action::Reactivate(e), Some(u)) if u.disabled => Plan::Act(Act::Enable {
+            email: e.clone(),
+            never_logged_in: u.never_logged_in,
+        }),
+        (Action::Reactivate(_), Some(u)) => {
+            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
+        }
+        (Action::Sync, _) => unreachable!("a sync is not a user command"),
     })
+}
+
+/// What a `batchadd` led to, from the one look-up made after it.
+fn created(found: Option<User>, email: &Email, answer: &str) -> Resolution {
+    match found {
+        Some(u) if u.invitation_pending => invited(Outcome::Applied),
+        Some(u) => done(Outcome::Applied, Some(AccountStatus::of(&u))),
+        None => failed(
+            FailureCode::NotCreated,
+            format!(
+                "LastPass answered the batchadd of {email} ({answer}) but has neither the user nor an invitation afterwards"
+            ),
+            None,
+        ),
+    }
 }
 
 /// Makes the call and reports the outcome. A permanent refusal becomes a `failed` resolution.
 pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassError> {
     match act {
+        // An OK from batchadd proves nothing (the person may only have been invited, or been
+        // skipped), and a refusal may have been partial: always look once afterwards.
         Act::Create(u) => match lp.create_users(std::slice::from_ref(u)).await {
-            Ok(()) => Ok(done(Outcome::Applied, Some(AccountStatus::Staged))),
-            Err(LastPassError::Rejected(msg)) => {
-                // A batch can partly succeed: look to learn whether the user was created.
-                match lp.find_user(&u.email).await? {
-                    Some(found) => Ok(done(Outcome::Applied, Some(AccountStatus::of(&found)))),
-                    None => Ok(failed(FailureCode::LastpassRejected, msg, None)),
-                }
+            Ok(outcome) => {
+                let answer = if outcome.messages.is_empty() {
+                    "OK".to_string()
+                } else {
+                    format!("OK: {}", outcome.messages.join("; "))
+                };
+                let found = lp.find_user(&u.email).await?;
+                Ok(created(found, &u.email, &answer))
             }
+            Err(LastPassError::Rejected(msg)) => match lp.find_user(&u.email).await? {
+                None => Ok(failed(FailureCode::LastpassRejected, msg, None)),
+                found => Ok(created(found, &u.email, &msg)),
+            },
             Err(e) => Err(e),
         },
         Act::Suspend(e) => match lp.delete_user(e, DeleteAction::Deactivate).await {
@@ -128,27 +229,57 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
             Ok(DelUserOutcome::AlreadyDisabled) => {
                 Ok(done(Outcome::AlreadyDone, Some(AccountStatus::Suspended)))
             }
-            Err(LastPassError::NoSuchUser(_)) => Ok(failed(
-                FailureCode::UserNotFound,
-                format!("{e} is not a LastPass user"),
-                None,
-            )),
+            Err(LastPassError::NoSuchUser(_)) => Ok(not_found(e)),
             Err(LastPassError::Rejected(msg)) => {
                 Ok(failed(FailureCode::LastpassRejected, msg, None))
             }
             Err(err) => Err(err),
         },
-        Act::Delete(e) => match lp.delete_user(e, DeleteAction::Delete).await {
-            Ok(_) => Ok(applied_delete()),
-            Err(LastPassError::NoSuchUser(_)) => Ok(done(
-                Outcome::AlreadyDone,
-                Some(AccountStatus::Deprovisioned),
-            )),
-            Err(LastPassError::Rejected(msg)) => {
-                Ok(failed(FailureCode::LastpassRejected, msg, None))
+        Act::Delete(e) | Act::CancelInvitation(e) => {
+            let action = if matches!(act, Act::CancelInvitation(_)) {
+                DeleteAction::CancelInvitation
+            } else {
+                DeleteAction::Delete
+            };
+            match lp.delete_user(e, action).await {
+                Ok(_) => Ok(applied_delete()),
+                Err(LastPassError::NoSuchUser(_)) => Ok(done(
+                    Outcome::AlreadyDone,
+                    Some(AccountStatus::Deprovisioned),
+                )),
+                Err(LastPassError::Rejected(msg)) => {
+                    Ok(failed(FailureCode::LastpassRejected, msg, None))
+                }
+                Err(err) => Err(err),
             }
-            Err(err) => Err(err),
-        },
+        }
+        Act::Enable {
+            email,
+            never_logged_in,
+        } => {
+            let status = Some(enabled_status(*never_logged_in));
+            let named =
+                |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(email.as_str()));
+            match lp.enable_users(std::slice::from_ref(email)).await {
+                Ok(out) if named(&out.enabled) => Ok(done(Outcome::Applied, status)),
+                Ok(out) if named(&out.unchanged) => Ok(done(Outcome::AlreadyDone, status)),
+                Ok(out) if out.messages.is_empty() => Ok(failed(
+                    FailureCode::LastpassRejected,
+                    format!("enableuser did not list {email} as enabled or unchanged"),
+                    None,
+                )),
+                Ok(out) => Ok(failed(
+                    FailureCode::LastpassRejected,
+                    out.messages.join("; "),
+                    None,
+                )),
+                Err(LastPassError::NoSuchUser(_)) => Ok(not_found(email)),
+                Err(LastPassError::Rejected(msg)) => {
+                    Ok(failed(FailureCode::LastpassRejected, msg, None))
+                }
+                Err(err) => Err(err),
+            }
+        }
     }
 }
 
@@ -351,5 +482,145 @@ mod tests {
             (r.outcome, code(&r)),
             (Outcome::Failed, Some("lastpass_rejected"))
         );
+    }
+
+    #[tokio::test]
+    async fn provision_of_someone_with_a_lastpass_account_is_a_pending_invitation() {
+        let lp = FakeLastPass::new();
+        lp.exists_elsewhere("jane@example.com");
+        let r = apply(&lp, &provision("jane@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status, r.invitation_pending),
+            (Outcome::Applied, Some(AccountStatus::Staged), true)
+        );
+        assert_eq!(lp.invited(), ["jane@example.com"]);
+        // Again: already_done, still only invited, no second batchadd.
+        let r = apply(&lp, &provision("jane@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.invitation_pending),
+            (Outcome::AlreadyDone, true)
+        );
+        // Suspend cannot act on an invitation; reactivate neither.
+        let r = apply(&lp, &Action::Suspend(email("jane@example.com")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.outcome, code(&r), r.account_status, r.invitation_pending),
+            (
+                Outcome::Failed,
+                Some("invitation_pending"),
+                Some(AccountStatus::Staged),
+                true
+            )
+        );
+        let r = apply(&lp, &Action::Reactivate(email("jane@example.com")))
+            .await
+            .unwrap();
+        assert_eq!(code(&r), Some("invitation_pending"));
+        // Deprovision cancels the invitation (deleteaction 3) and reclaims the license.
+        let r = apply(&lp, &Action::Deprovision(email("jane@example.com")))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status, r.license_reclaimed),
+            (Outcome::Applied, Some(AccountStatus::Deprovisioned), true)
+        );
+        assert!(lp.invited().is_empty());
+        let r = apply(&lp, &Action::Deprovision(email("jane@example.com")))
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::AlreadyDone);
+        assert_eq!(
+            lp.mutations(),
+            ["batchadd jane@example.com", "deluser 3 jane@example.com"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ok_batchadd_that_created_nobody_fails_not_created_with_the_answer() {
+        let lp = FakeLastPass::new();
+        lp.skip_next_add("1 user(s) skipped: throttled");
+        let r = apply(&lp, &provision("jane@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, code(&r), r.account_status),
+            (Outcome::Failed, Some("not_created"), None)
+        );
+        let message = &r.error.as_ref().unwrap().message;
+        assert!(
+            message.contains("1 user(s) skipped: throttled"),
+            "{message}"
+        );
+        assert!(lp.get("jane@example.com").is_none());
+    }
+
+    #[tokio::test]
+    async fn provision_of_a_suspended_user_names_reactivate() {
+        let lp = FakeLastPass::new();
+        lp.add("jane@example.com", true, false, false);
+        let r = apply(&lp, &provision("jane@example.com")).await.unwrap();
+        assert_eq!(code(&r), Some("account_suspended"));
+        assert!(r.error.unwrap().message.contains("user.reactivate"));
+    }
+
+    #[tokio::test]
+    async fn reactivate_rows() {
+        let lp = FakeLastPass::new();
+        lp.add("was-active@example.com", true, false, false);
+        lp.add("never@example.com", true, true, false);
+        lp.add("on@example.com", false, false, false);
+        let reactivate = |e: &str| Action::Reactivate(email(e));
+        let r = apply(&lp, &reactivate("was-active@example.com"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status),
+            (Outcome::Applied, Some(AccountStatus::Active))
+        );
+        assert!(!lp.get("was-active@example.com").unwrap().disabled);
+        let r = apply(&lp, &reactivate("never@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status),
+            (Outcome::Applied, Some(AccountStatus::Staged))
+        );
+        let r = apply(&lp, &reactivate("on@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status),
+            (Outcome::AlreadyDone, Some(AccountStatus::Active))
+        );
+        let r = apply(&lp, &reactivate("nobody@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, code(&r), r.account_status),
+            (Outcome::Failed, Some("user_not_found"), None)
+        );
+        assert_eq!(
+            lp.mutations(),
+            [
+                "enableuser was-active@example.com",
+                "enableuser never@example.com"
+            ]
+        );
+        // Enabled by someone else between look and act: already_done.
+        lp.add("raced@example.com", false, false, false);
+        let r = act(
+            &lp,
+            &Act::Enable {
+                email: email("raced@example.com"),
+                never_logged_in: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.outcome, Outcome::AlreadyDone);
+        // An earlier attempt that acted: applied.
+        let plan = look(&lp, &reactivate("on@example.com"), true)
+            .await
+            .unwrap();
+        assert!(matches!(
+            plan,
+            Plan::Done(Resolution {
+                outcome: Outcome::Applied,
+                ..
+            })
+        ));
     }
 }

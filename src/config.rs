@@ -1,7 +1,7 @@
 //! Configuration of `run`: environment variables, each also a flag (flags win), parsed once into
 //! a [`Config`]. A missing or malformed value stops startup with a message naming it (exit 2).
 
-use crate::lastpass::{DEFAULT_API_URL, DEFAULT_PAGE_SIZE, Provhash};
+use crate::lastpass::{DEFAULT_API_URL, DEFAULT_PAGE_SIZE, DEFAULT_TIME_ZONE, Provhash, Tz};
 use crate::retry::RetryPolicy;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,9 @@ pub struct RunArgs {
     /// Start a sync this often (e.g. 1h); off when unset.
     #[arg(long, env = "CONNECTOR_SYNC_INTERVAL", value_name = "CONNECTOR_SYNC_INTERVAL", value_parser = parse_duration)]
     pub sync_interval: Option<Duration>,
+    /// IANA zone of LastPass dates written without an offset (last_login, created).
+    #[arg(long, env = "LASTPASS_TIME_ZONE", value_name = "LASTPASS_TIME_ZONE", default_value = DEFAULT_TIME_ZONE.name(), value_parser = parse_time_zone)]
+    pub lastpass_time_zone: Tz,
     /// getuserdata page size for the sync.
     #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", value_name = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
@@ -148,6 +151,7 @@ pub struct Config {
     pub provhash: ProvhashSource,
     pub lastpass_timeout: Duration,
     pub lastpass_max_response_bytes: usize,
+    pub lastpass_time_zone: Tz,
     pub prefix: String,
     pub state_dir: PathBuf,
     pub concurrency: u16,
@@ -241,6 +245,7 @@ impl Config {
             lastpass_timeout: a.lastpass_timeout,
             lastpass_max_response_bytes: usize::try_from(a.lastpass_max_response_bytes)
                 .unwrap_or(usize::MAX),
+            lastpass_time_zone: a.lastpass_time_zone,
             prefix: a.prefix,
             state_dir: a.state_dir,
             concurrency: a.concurrency,
@@ -258,6 +263,13 @@ impl Config {
             http_addr: a.http_addr,
         })
     }
+}
+
+/// An IANA zone name (`America/New_York`, `Europe/Berlin`, `UTC`), as the tz database spells it.
+fn parse_time_zone(s: &str) -> Result<Tz, String> {
+    s.trim()
+        .parse::<Tz>()
+        .map_err(|_| format!("{s:?} is not an IANA time zone name such as America/New_York or UTC"))
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -338,5 +350,18 @@ mod tests {
         assert!(parse_prefix("").is_err());
         assert!(parse_prefix("a b").is_err());
         assert!(parse_prefix("a/b").is_err());
+    }
+
+    #[test]
+    fn time_zones() {
+        assert_eq!(parse_time_zone("America/New_York"), Ok(DEFAULT_TIME_ZONE));
+        assert_eq!(parse_time_zone(" UTC "), Ok(chrono_tz::UTC));
+        assert_eq!(
+            parse_time_zone("Europe/Berlin"),
+            Ok(chrono_tz::Europe::Berlin)
+        );
+        assert!(parse_time_zone("Eastern").is_err());
+        assert!(parse_time_zone("-04:00").is_err());
+        assert!(parse_time_zone("").is_err());
     }
 }

@@ -64,6 +64,7 @@ fn resolution(
         outcome,
         account_status: status,
         license_reclaimed,
+        invitation_pending: false,
         error: error.map(|(code, retryable)| {
             let code: ErrorCode = serde_json::from_value(json!(code))
                 .unwrap_or_else(|e| panic!("{code} is not a known error code: {e}"));
@@ -397,6 +398,70 @@ async fn events_from_the_processor_match_their_schemas() {
         let v = h.result(cmd, *q).await;
         assert_eq!(outcome(&v), *want, "for {cmd}");
     }
+
+    // Invitations, OK-with-message and reactivation (issue 10).
+    h.lp.exists_elsewhere("invited@example.com");
+    h.lp.add("back@example.com", true, false, false);
+    let more: Vec<(Value, CommandType, Summary)> = vec![
+        (
+            user_command("user.provision", "invited@example.com"),
+            Provision,
+            ("user.provisioned", "applied", None),
+        ),
+        (
+            user_command("user.suspend", "invited@example.com"),
+            Suspend,
+            ("command.failed", "failed", Some("invitation_pending")),
+        ),
+        (
+            user_command("user.reactivate", "invited@example.com"),
+            Reactivate,
+            ("command.failed", "failed", Some("invitation_pending")),
+        ),
+        (
+            user_command("user.deprovision", "invited@example.com"),
+            Deprovision,
+            ("user.deprovisioned", "applied", None),
+        ),
+        (
+            user_command("user.reactivate", "back@example.com"),
+            Reactivate,
+            ("user.reactivated", "applied", None),
+        ),
+        (
+            user_command("user.reactivate", "back@example.com"),
+            Reactivate,
+            ("user.reactivated", "already_done", None),
+        ),
+        (
+            user_command("user.reactivate", "nobody@example.com"),
+            Reactivate,
+            ("command.failed", "failed", Some("user_not_found")),
+        ),
+    ];
+    for (cmd, q, want) in &more {
+        let v = h.result(cmd, *q).await;
+        assert_eq!(outcome(&v), *want, "for {cmd}");
+        if cmd["user"]["email"] == "invited@example.com"
+            && v["data"]["command_type"] != "user.deprovision"
+        {
+            assert_eq!(v["data"]["invitation_pending"], true, "{v}");
+            assert_eq!(v["data"]["account_status"], "Staged", "{v}");
+        } else {
+            assert!(v["data"].get("invitation_pending").is_none(), "{v}");
+        }
+    }
+    h.lp.skip_next_add("1 user(s) skipped");
+    let v = h
+        .result(
+            &user_command("user.provision", "skipped@example.com"),
+            Provision,
+        )
+        .await;
+    assert_eq!(
+        outcome(&v),
+        ("command.failed", "failed", Some("not_created"))
+    );
 
     // A completed command id is answered with its stored event.
     let again = h.result(&cases[0].0, Provision).await;

@@ -24,6 +24,8 @@ pub enum EventKind {
     Suspended,
     #[serde(rename = "user.deprovisioned")]
     Deprovisioned,
+    #[serde(rename = "user.reactivated")]
+    Reactivated,
     #[serde(rename = "command.failed")]
     Failed,
     #[serde(rename = "command.rejected")]
@@ -36,10 +38,11 @@ pub enum EventKind {
 
 impl EventKind {
     #[cfg(test)]
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Provisioned,
         EventKind::Suspended,
         EventKind::Deprovisioned,
+        EventKind::Reactivated,
         EventKind::Failed,
         EventKind::Rejected,
         EventKind::Synced,
@@ -52,6 +55,7 @@ impl EventKind {
             EventKind::Provisioned => "user.provisioned",
             EventKind::Suspended => "user.suspended",
             EventKind::Deprovisioned => "user.deprovisioned",
+            EventKind::Reactivated => "user.reactivated",
             EventKind::Failed => "command.failed",
             EventKind::Rejected => "command.rejected",
             EventKind::Synced => "user.synced",
@@ -65,6 +69,7 @@ impl EventKind {
             CommandType::Provision => EventKind::Provisioned,
             CommandType::Suspend => EventKind::Suspended,
             CommandType::Deprovision => EventKind::Deprovisioned,
+            CommandType::Reactivate => EventKind::Reactivated,
             CommandType::Sync => EventKind::SyncCompleted,
         }
     }
@@ -177,10 +182,15 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureCode {
-    /// Suspend of an email LastPass does not know.
+    /// Suspend or reactivate of an email LastPass does not know.
     UserNotFound,
-    /// Provision of an email whose account is suspended (it is not re-enabled).
+    /// Provision of an email whose account is suspended (it is not re-enabled: that is
+    /// `user.reactivate`).
     AccountSuspended,
+    /// `batchadd` answered, but afterwards LastPass has neither the user nor an invitation.
+    NotCreated,
+    /// Suspend or reactivate of someone who is only invited: there is no account to change yet.
+    InvitationPending,
     /// LastPass stayed unavailable through every retry round.
     RetriesExhausted,
     /// LastPass refused the request for good.
@@ -194,6 +204,8 @@ impl FailureCode {
         match self {
             FailureCode::UserNotFound => "user_not_found",
             FailureCode::AccountSuspended => "account_suspended",
+            FailureCode::NotCreated => "not_created",
+            FailureCode::InvitationPending => "invitation_pending",
             FailureCode::RetriesExhausted => "retries_exhausted",
             FailureCode::LastpassRejected => "lastpass_rejected",
             FailureCode::Unauthorized => "unauthorized",
@@ -254,6 +266,8 @@ pub(crate) struct Resolution {
     pub outcome: Outcome,
     pub account_status: Option<AccountStatus>,
     pub license_reclaimed: bool,
+    /// The person is only invited (LastPass made an invitation, not an account).
+    pub invitation_pending: bool,
     pub error: Option<ErrorInfo>,
 }
 
@@ -272,6 +286,9 @@ struct CommandData<'a> {
     outcome: Outcome,
     account_status: Option<AccountStatus>,
     license_reclaimed: bool,
+    /// Present (and `true`) only when the person is only invited.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    invitation_pending: bool,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a ErrorInfo>,
@@ -340,6 +357,7 @@ impl EventFactory {
             outcome: r.outcome,
             account_status: r.account_status,
             license_reclaimed: r.license_reclaimed,
+            invitation_pending: r.invitation_pending,
             attempts,
             error: r.error.as_ref(),
         };
@@ -368,6 +386,7 @@ impl EventFactory {
             outcome: Outcome::Rejected,
             account_status: None,
             license_reclaimed: false,
+            invitation_pending: false,
             attempts: 0,
             error: Some(&error),
         };
@@ -402,6 +421,7 @@ mod tests {
             outcome: Outcome::Applied,
             account_status: Some(AccountStatus::Suspended),
             license_reclaimed: false,
+            invitation_pending: false,
             error: None,
         };
         let a = f.command_result(&suspend(), &r, 1);
@@ -432,6 +452,7 @@ mod tests {
                 outcome: Outcome::Failed,
                 account_status: None,
                 license_reclaimed: false,
+                invitation_pending: false,
                 error: Some(ErrorInfo::new(
                     FailureCode::UserNotFound,
                     "no such user",

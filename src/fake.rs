@@ -1,12 +1,14 @@
 //! An in-memory [`LastPass`] for tests of the command logic and the sync (no HTTP). It keeps the
-//! semantics that matter (deluser 0/2, batchadd, paging by uid), counts the mutating calls, and
-//! can be told to fail the next calls.
+//! semantics that matter (deluser 0/2/3, batchadd, invitations for people who already have a
+//! LastPass account, paging by uid), counts the mutating calls, and can be told to fail the next
+//! calls or to answer the next `batchadd` with an OK that created nobody.
 
 use crate::email::Email;
 use crate::lastpass::{
-    DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, User, UserPage,
+    AddOutcome, DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser,
+    User, UserPage,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 #[derive(Debug, Default)]
@@ -15,6 +17,12 @@ struct State {
     next_uid: u64,
     mutations: Vec<String>,
     failures: VecDeque<LastPassError>,
+    /// Emails (lower-case) of people with a LastPass account elsewhere: `batchadd` invites them.
+    existing_elsewhere: BTreeSet<String>,
+    /// Pending invitations (lower-case emails).
+    invited: BTreeSet<String>,
+    /// Messages for the next `batchadd`s: each answers OK with it and creates nobody.
+    skip_adds: VecDeque<String>,
 }
 
 impl State {
@@ -31,6 +39,7 @@ impl State {
             created: None,
             groups: vec![],
             password_reset_required: true,
+            invitation_pending: false,
         }
     }
 
@@ -95,6 +104,52 @@ impl FakeLastPass {
         }
     }
 
+    /// Marks `email` as someone who already has a LastPass account: `batchadd` invites them.
+    pub fn exists_elsewhere(&self, email: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.existing_elsewhere.insert(email.to_lowercase());
+    }
+
+    /// Adds a pending invitation.
+    pub fn invite(&self, email: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .invited
+            .insert(email.to_lowercase());
+    }
+
+    /// The pending invitations.
+    pub fn invited(&self) -> Vec<String> {
+        self.state.lock().unwrap().invited.iter().cloned().collect()
+    }
+
+    /// The invitation of `email` is accepted: it becomes a never-logged-in account.
+    pub fn accept_invitation(&self, email: &str) {
+        let mut s = self.state.lock().unwrap();
+        if s.invited.remove(&email.to_lowercase()) {
+            s.insert(State::blank(email, ""));
+        }
+    }
+
+    /// The invitation of `email` is cancelled (or expired) behind the connector's back.
+    pub fn cancel_invitation(&self, email: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .invited
+            .remove(&email.to_lowercase());
+    }
+
+    /// The next `batchadd` answers OK with `message` and creates nobody.
+    pub fn skip_next_add(&self, message: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .skip_adds
+            .push_back(message.into());
+    }
+
     /// The mutating calls made so far, e.g. `deluser 0 a@b.co`.
     pub fn mutations(&self) -> Vec<String> {
         self.state.lock().unwrap().mutations.clone()
@@ -117,10 +172,16 @@ impl FakeLastPass {
 impl LastPass for FakeLastPass {
     async fn find_user(&self, email: &Email) -> Result<Option<User>, LastPassError> {
         let s = self.check()?;
-        Ok(s.users
+        let user = s
+            .users
             .values()
             .find(|u| u.email.eq_ignore_ascii_case(email.as_str()))
-            .cloned())
+            .cloned();
+        Ok(user.or_else(|| {
+            s.invited
+                .contains(email.as_str())
+                .then(|| User::invitation(email.as_str()))
+        }))
     }
 
     async fn list_page(&self, page_index: u32, page_size: u32) -> Result<UserPage, LastPassError> {
@@ -135,7 +196,7 @@ impl LastPass for FakeLastPass {
         Ok(UserPage {
             users,
             total: s.users.len() as u64,
-            invited: vec![],
+            invited: s.invited.iter().cloned().collect(),
         })
     }
 
@@ -145,6 +206,13 @@ impl LastPass for FakeLastPass {
         action: DeleteAction,
     ) -> Result<DelUserOutcome, LastPassError> {
         let mut s = self.check()?;
+        if action == DeleteAction::CancelInvitation {
+            if !s.invited.remove(email.as_str()) {
+                return Err(LastPassError::NoSuchUser(email.to_string()));
+            }
+            s.mutations.push(format!("deluser 3 {email}"));
+            return Ok(DelUserOutcome::Done);
+        }
         let Some((&uid, user)) = s
             .users
             .iter_mut()
@@ -162,19 +230,30 @@ impl LastPass for FakeLastPass {
                 s.users.remove(&uid);
                 DelUserOutcome::Done
             }
+            DeleteAction::CancelInvitation => unreachable!("handled above"),
         };
         s.mutations
             .push(format!("deluser {} {email}", action as u8));
         Ok(outcome)
     }
 
-    async fn create_users(&self, users: &[NewUser]) -> Result<(), LastPassError> {
+    async fn create_users(&self, users: &[NewUser]) -> Result<AddOutcome, LastPassError> {
         let mut s = self.check()?;
+        let skipped = s.skip_adds.pop_front();
         for u in users {
-            s.insert(State::blank(u.email.as_str(), &u.full_name()));
             s.mutations.push(format!("batchadd {}", u.email));
+            if skipped.is_some() {
+                continue;
+            }
+            if s.existing_elsewhere.contains(u.email.as_str()) {
+                s.invited.insert(u.email.to_string());
+            } else {
+                s.insert(State::blank(u.email.as_str(), &u.full_name()));
+            }
         }
-        Ok(())
+        Ok(AddOutcome {
+            messages: skipped.into_iter().collect(),
+        })
     }
 
     async fn enable_users(&self, emails: &[Email]) -> Result<EnableOutcome, LastPassError> {

@@ -228,6 +228,7 @@ impl<L: LastPass> Processor<L> {
                         outcome: Outcome::Failed,
                         account_status: None,
                         license_reclaimed: false,
+                        invitation_pending: false,
                         error: Some(ErrorInfo::new(
                             FailureCode::RetriesExhausted,
                             format!("gave up after {attempts} attempts: {e}"),
@@ -256,6 +257,7 @@ impl<L: LastPass> Processor<L> {
                         outcome: Outcome::Failed,
                         account_status: None,
                         license_reclaimed: false,
+                        invitation_pending: false,
                         error: Some(ErrorInfo::new(
                             FailureCode::LastpassRejected,
                             e.to_string(),
@@ -376,6 +378,7 @@ impl<L: LastPass> Processor<L> {
                     outcome: Outcome::Failed,
                     account_status: None,
                     license_reclaimed: false,
+                    invitation_pending: false,
                     error: Some(ErrorInfo::new(code, e.to_string(), retryable)),
                 };
                 // Not recorded as completed: the same sync may be re-driven.

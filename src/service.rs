@@ -51,6 +51,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         provhash,
         timeout: config.lastpass_timeout,
         max_response_bytes: config.lastpass_max_response_bytes,
+        time_zone: config.lastpass_time_zone,
     })
     .map_err(RunError::Client)?;
     let (ledger, snapshot) =

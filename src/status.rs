@@ -10,6 +10,7 @@ use std::fmt;
 /// |---------------------------------------|-----------------|
 /// | `disabled: true` (whatever else)      | `Suspended`     |
 /// | not disabled, `neverloggedin: true`   | `Staged`        |
+/// | a pending invitation (`invited`)      | `Staged`        |
 /// | not disabled, has logged in           | `Active`        |
 /// | no longer returned by `getuserdata`   | `Deprovisioned` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +93,7 @@ mod tests {
             created: None,
             groups: vec![],
             password_reset_required: false,
+            invitation_pending: false,
         }
     }
 

@@ -8,16 +8,22 @@
 //! Before an account is reported Deprovisioned it is looked up by email: offset paging can skip
 //! an account when others are deleted mid-sync, and a lookup that finds the same uid proves it is
 //! still there.
+//!
+//! Paging follows [`Pager`]: on while fewer distinct accounts than `total` have been seen, so a
+//! server that hands back short pages is read to the end. Pending invitations LastPass lists
+//! (`invited`) are reported once each, as `Staged` accounts with `invitation_pending: true` and
+//! the uid `invitation:<email>`; an invitation that turns into an account is not reported
+//! `Deprovisioned` (the account is reported under its own uid).
 
 use crate::command::Meta;
 use crate::event::{Event, EventFactory, EventKind, EventSink, PublishError, event_id};
-use crate::lastpass::{LastPass, LastPassError, User, next_page};
+use crate::lastpass::{INVITATION_UID_PREFIX, LastPass, LastPassError, Pager, User};
 use crate::retry::RetryPolicy;
 use crate::status::{AccountStatus, Role};
 use crate::store::{SnapshotEntry, SnapshotStore, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -60,6 +66,7 @@ struct SyncedData<'a> {
     last_login: Option<String>,
     created: Option<String>,
     groups: &'a [String],
+    invitation_pending: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -90,6 +97,7 @@ fn synced_event(events: &EventFactory, meta: &Meta, user: &User) -> Event {
         last_login: rfc3339(user.last_login),
         created: rfc3339(user.created),
         groups: &user.groups,
+        invitation_pending: user.invitation_pending,
     };
     events.build(
         EventKind::Synced,
@@ -111,6 +119,7 @@ fn gone_event(events: &EventFactory, meta: &Meta, uid: &str, email: &str) -> Eve
         last_login: None,
         created: None,
         groups: &[],
+        invitation_pending: false,
     };
     events.build(
         EventKind::Synced,
@@ -154,22 +163,29 @@ pub(crate) async fn run<L: LastPass, S: EventSink>(
         done.admins += u64::from(user.admin);
     };
 
-    let mut index = 0u32;
-    loop {
-        let page = retry
+    let mut pager = Pager::new(page_size);
+    // Emails (lower-cased) of the invitations reported so far: LastPass may list them on every page.
+    let mut invitations: HashSet<String> = HashSet::new();
+    while let Some(index) = pager.next_index() {
+        let mut page = retry
             .run(stop, "getuserdata (a page)", || {
                 lp.list_page(index, page_size)
             })
             .await?;
-        let batch: Vec<Event> = page
-            .users
+        pager.accept(&mut page)?;
+        let mut accounts = std::mem::take(&mut page.users);
+        for email in &page.invited {
+            if invitations.insert(email.trim().to_lowercase()) {
+                accounts.push(User::invitation(email));
+            }
+        }
+        let batch: Vec<Event> = accounts
             .iter()
             .map(|u| synced_event(events, meta, u))
             .collect();
         sink.publish(&batch).await?;
         drop(batch);
-        let entries = page
-            .users
+        let entries = accounts
             .iter()
             .map(|u| {
                 count(&mut done, u);
@@ -183,12 +199,8 @@ pub(crate) async fn run<L: LastPass, S: EventSink>(
             })
             .collect();
         ledger.stage(entries).await?;
-        done.pending_invitations = done.pending_invitations.max(page.invited.len() as u64);
-        match next_page(index, page_size, &page) {
-            Some(next) => index = next,
-            None => break,
-        }
     }
+    done.pending_invitations = invitations.len() as u64;
 
     // Accounts the last complete sync saw and this one did not.
     let mut after: Option<String> = None;
@@ -201,14 +213,21 @@ pub(crate) async fn run<L: LastPass, S: EventSink>(
         let mut batch = Vec::new();
         let mut staged = Vec::new();
         for (uid, entry) in missing {
-            let still_there = match crate::email::Email::parse(&entry.email) {
-                Ok(email) => retry
-                    .run(stop, "getuserdata (a look-up)", || lp.find_user(&email))
-                    .await?
-                    .filter(|u| u.uid == uid),
+            let found = match crate::email::Email::parse(&entry.email) {
+                Ok(email) => {
+                    retry
+                        .run(stop, "getuserdata (a look-up)", || lp.find_user(&email))
+                        .await?
+                }
                 Err(_) => None,
             };
-            match still_there {
+            let accepted = uid.starts_with(INVITATION_UID_PREFIX)
+                && found.as_ref().is_some_and(|u| !u.invitation_pending);
+            if accepted {
+                info!(uid, "invitation accepted: the account has its own uid now");
+                continue;
+            }
+            match found.filter(|u| u.uid == uid) {
                 Some(user) => {
                     info!(
                         uid,
@@ -402,5 +421,43 @@ mod tests {
             synced_event(&f, &m, &u).id,
             synced_event(&f, &meta(), &u).id
         );
+    }
+
+    #[tokio::test]
+    async fn pending_invitations_are_reported_once_as_staged_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, ledger) = crate::store::open_embedded(dir.path(), Duration::from_secs(60)).unwrap();
+        let lp = FakeLastPass::new();
+        for i in 0..7 {
+            lp.add(&format!("u{i}@x.io"), false, false, false);
+        }
+        // The fake lists the invitations on every page (3 pages of 3).
+        lp.invite("inv@x.io");
+        lp.invite("gone@x.io");
+        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        let invitations: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["data"]["invitation_pending"] == true)
+            .collect();
+        assert_eq!(invitations.len(), 2);
+        assert_eq!(status_of(&events, "inv@x.io"), "Staged");
+        assert_eq!(invitations[0]["data"]["uid"], "invitation:gone@x.io");
+        assert_eq!(done["data"]["total"], 9);
+        assert_eq!(done["data"]["counts"]["Staged"], 2);
+        assert_eq!(done["data"]["pending_invitations"], 2);
+
+        // One invitation is accepted (now an account), one is cancelled.
+        lp.accept_invitation("inv@x.io");
+        lp.cancel_invitation("gone@x.io");
+        let (events, done) = sync(&lp, &ledger).await.unwrap();
+        assert_eq!(status_of(&events, "inv@x.io"), "Staged");
+        let gone: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["data"]["account_status"] == "Deprovisioned")
+            .collect();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0]["subject"], "gone@x.io");
+        assert_eq!(done["data"]["pending_invitations"], 0);
+        assert_eq!(done["data"]["total"], 8);
     }
 }

@@ -32,14 +32,16 @@ pub enum CommandType {
     Provision,
     Suspend,
     Deprovision,
+    Reactivate,
     Sync,
 }
 
 impl CommandType {
-    pub const ALL: [CommandType; 4] = [
+    pub const ALL: [CommandType; 5] = [
         CommandType::Provision,
         CommandType::Suspend,
         CommandType::Deprovision,
+        CommandType::Reactivate,
         CommandType::Sync,
     ];
 
@@ -49,6 +51,7 @@ impl CommandType {
             CommandType::Provision => "user.provision",
             CommandType::Suspend => "user.suspend",
             CommandType::Deprovision => "user.deprovision",
+            CommandType::Reactivate => "user.reactivate",
             CommandType::Sync => "users.sync",
         }
     }
@@ -59,6 +62,7 @@ impl CommandType {
             CommandType::Provision => "provision",
             CommandType::Suspend => "suspend",
             CommandType::Deprovision => "deprovision",
+            CommandType::Reactivate => "reactivate",
             CommandType::Sync => "sync",
         }
     }
@@ -91,6 +95,8 @@ pub enum Action {
     Provision(NewUser),
     Suspend(Email),
     Deprovision(Email),
+    /// Re-enable a suspended account (`enableuser`).
+    Reactivate(Email),
     Sync,
 }
 
@@ -107,6 +113,7 @@ impl Command {
             Action::Provision(_) => CommandType::Provision,
             Action::Suspend(_) => CommandType::Suspend,
             Action::Deprovision(_) => CommandType::Deprovision,
+            Action::Reactivate(_) => CommandType::Reactivate,
             Action::Sync => CommandType::Sync,
         }
     }
@@ -130,7 +137,7 @@ impl Command {
     pub fn email(&self) -> Option<&Email> {
         match &self.action {
             Action::Provision(u) => Some(&u.email),
-            Action::Suspend(e) | Action::Deprovision(e) => Some(e),
+            Action::Suspend(e) | Action::Deprovision(e) | Action::Reactivate(e) => Some(e),
             Action::Sync => None,
         }
     }
@@ -221,7 +228,7 @@ fn parse_object(obj: &Map<String, Value>, queue_type: CommandType) -> Result<Com
             RejectCode::UnknownType,
             format!(
                 "unknown command type {:?}; expected one of user.provision, user.suspend, \
-                 user.deprovision, users.sync",
+                 user.deprovision, user.reactivate, users.sync",
                 clip(type_str)
             ),
         ));
@@ -271,6 +278,7 @@ fn parse_object(obj: &Map<String, Value>, queue_type: CommandType) -> Result<Com
                 }),
                 CommandType::Suspend => Action::Suspend(email),
                 CommandType::Deprovision => Action::Deprovision(email),
+                CommandType::Reactivate => Action::Reactivate(email),
                 CommandType::Sync => unreachable!("handled above"),
             }
         }
@@ -600,10 +608,11 @@ mod tests {
     }
 
     #[test]
-    fn suspend_and_deprovision_need_only_email() {
+    fn suspend_deprovision_and_reactivate_need_only_email() {
         for (t, q) in [
             ("user.suspend", CommandType::Suspend),
             ("user.deprovision", CommandType::Deprovision),
+            ("user.reactivate", CommandType::Reactivate),
         ] {
             let c = parse(
                 json!({"command_id": ID, "type": t, "user": {"email": "a@b.co"}}),

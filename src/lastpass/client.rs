@@ -9,7 +9,8 @@
 
 use super::wire;
 use super::{
-    DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, User, UserPage,
+    AddOutcome, DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, Tz,
+    User, UserPage,
 };
 use crate::email::Email;
 use crate::error_chain;
@@ -67,6 +68,9 @@ pub struct ClientConfig {
     /// [`LastPassError::Transient`], and no more of it is read (usually
     /// [`ClientConfig::DEFAULT_MAX_RESPONSE_BYTES`]).
     pub max_response_bytes: usize,
+    /// The zone of dates LastPass writes without an offset (usually
+    /// [`super::DEFAULT_TIME_ZONE`], `America/New_York`).
+    pub time_zone: Tz,
 }
 
 impl ClientConfig {
@@ -97,6 +101,7 @@ struct Inner {
     cid_json: Value,
     timeout: Duration,
     max_response_bytes: usize,
+    time_zone: Tz,
     provhash: RwLock<Provhash>,
 }
 
@@ -108,6 +113,7 @@ impl fmt::Debug for Client {
             .field("provhash", &format_args!("Provhash(***)"))
             .field("timeout", &self.inner.timeout)
             .field("max_response_bytes", &self.inner.max_response_bytes)
+            .field("time_zone", &self.inner.time_zone)
             .finish()
     }
 }
@@ -145,6 +151,7 @@ impl Client {
                 cid: config.cid,
                 timeout: config.timeout,
                 max_response_bytes: config.max_response_bytes,
+                time_zone: config.time_zone,
                 provhash: RwLock::new(config.provhash),
             }),
         })
@@ -334,7 +341,8 @@ impl LastPass for Client {
         let body = self
             .call("getuserdata", json!({ "username": email.as_str() }))
             .await?;
-        wire::parse_find_user(&body, email.as_str()).map_err(|e| scrub(e, self.provhash().expose()))
+        wire::parse_find_user(&body, email.as_str(), self.inner.time_zone)
+            .map_err(|e| scrub(e, self.provhash().expose()))
     }
 
     async fn list_page(&self, page_index: u32, page_size: u32) -> Result<UserPage, LastPassError> {
@@ -344,7 +352,7 @@ impl LastPass for Client {
                 json!({ "pagesize": page_size, "pageindex": page_index }),
             )
             .await?;
-        wire::parse_list_page(&body, page_index, page_size)
+        wire::parse_list_page(&body, self.inner.time_zone)
             .map_err(|e| scrub(e, self.provhash().expose()))
     }
 
@@ -362,9 +370,9 @@ impl LastPass for Client {
         wire::parse_deluser(&body, email.as_str()).map_err(|e| scrub(e, self.provhash().expose()))
     }
 
-    async fn create_users(&self, users: &[NewUser]) -> Result<(), LastPassError> {
+    async fn create_users(&self, users: &[NewUser]) -> Result<AddOutcome, LastPassError> {
         if users.is_empty() {
-            return Ok(());
+            return Ok(AddOutcome::default());
         }
         let items: Vec<Value> = users
             .iter()
@@ -407,6 +415,7 @@ mod tests {
             provhash: Provhash::new(SECRET.into()),
             timeout: Duration::from_millis(500),
             max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+            time_zone: crate::lastpass::DEFAULT_TIME_ZONE,
         }
     }
 

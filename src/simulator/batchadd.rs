@@ -1,9 +1,10 @@
-//! `batchadd`: creates users; existing usernames are left as they are.
+//! `batchadd`: creates users; existing usernames are left as they are; people flagged as having
+//! a LastPass account elsewhere get a pending invitation instead of a user.
 
 use super::DATE_FORMAT;
 use super::SimUser;
-use super::company::{Company, clip};
-use super::render::{fail, ok, status};
+use super::company::{Company, clip, same};
+use super::render::{fail, ok, status, to_json};
 use crate::lastpass::value::as_bool;
 use chrono::Utc;
 use serde_json::Value;
@@ -22,7 +23,16 @@ impl Company {
     /// (no duplicate). Invalid items: `WARN` + `errors` when some items were fine, `FAIL` +
     /// `error` array when none were; data that is neither an array nor an object: `FAIL` +
     /// `error` string.
+    ///
+    /// Variants: a username flagged with [`Company::flag_existing_account`] gets a pending
+    /// invitation (listed in `invited`, cancelled by `deleteaction` 3) and no user, still
+    /// answered `{"status":"OK"}`; with the `batchadd_ok_message` quirk the answer is
+    /// `{"status":"OK","message":…}` and nobody is created.
     pub(super) fn batchadd(&mut self, data: &Value) -> String {
+        if let Some(message) = &self.quirks.batchadd_ok_message {
+            // `status` first, as LastPass orders its keys.
+            return format!(r#"{{"status":"OK","message":{}}}"#, to_json(message));
+        }
         let items: Vec<&Value> = match data {
             Value::Array(items) => items.iter().collect(),
             Value::Object(_) => vec![data],
@@ -42,6 +52,12 @@ impl Company {
             }
             fine += 1;
             if self.users.uid_of(name).is_some() {
+                continue;
+            }
+            if self.existing_accounts.contains(&super::company::key(name)) {
+                if !self.invited.iter().any(|i| same(i, name)) {
+                    self.invited.push(name.trim().to_string());
+                }
                 continue;
             }
             let groups = match item.get("groups") {
@@ -116,5 +132,35 @@ mod tests {
         let a = c.user("a@example.com").unwrap();
         assert!(a.neverloggedin && a.password_reset_required && !a.admin && !a.disabled);
         assert_eq!(a.last_login, "");
+    }
+
+    #[test]
+    fn batchadd_variants() {
+        let mut c = company(0);
+        c.flag_existing_account("Has.Account@example.com");
+        assert_eq!(
+            call(
+                &mut c,
+                "batchadd",
+                json!([{"username": "has.account@example.com"}, {"username": "new@example.com"}])
+            ),
+            r#"{"status":"OK"}"#
+        );
+        assert!(c.user("has.account@example.com").is_none());
+        assert_eq!(c.invited(), ["has.account@example.com"]);
+        assert!(c.user("new@example.com").is_some());
+        c.set_quirks(super::super::QuirksPatch {
+            batchadd_ok_message: Some("1 user(s) skipped".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            call(
+                &mut c,
+                "batchadd",
+                json!([{"username": "late@example.com"}])
+            ),
+            r#"{"status":"OK","message":"1 user(s) skipped"}"#
+        );
+        assert!(c.user("late@example.com").is_none());
     }
 }

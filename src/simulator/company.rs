@@ -9,7 +9,7 @@
 
 use super::seed;
 use super::{CallCounts, CallRecord, Faults, Quirks, SimUser};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The whole simulated state, behind one mutex.
 pub(super) struct Company {
@@ -17,6 +17,8 @@ pub(super) struct Company {
     pub(super) provhash: String,
     pub(super) users: Users,
     pub(super) invited: Vec<String>,
+    /// Keys ([`key`]) of people with a LastPass account elsewhere: `batchadd` invites them.
+    pub(super) existing_accounts: HashSet<String>,
     pub(super) next_uid: u64,
     pub(super) faults: Faults,
     pub(super) quirks: Quirks,
@@ -125,6 +127,7 @@ impl Company {
                     users
                 }),
             invited: Vec::new(),
+            existing_accounts: HashSet::new(),
             next_uid,
             faults: faults.sanitized(),
             quirks,

@@ -94,6 +94,12 @@ impl Company {
         }
     }
 
+    /// Marks `email` as a person who already has a LastPass account (personal, or in another
+    /// company): `batchadd` then makes a pending invitation for them instead of a user.
+    pub(super) fn flag_existing_account(&mut self, email: &str) {
+        self.existing_accounts.insert(super::company::key(email));
+    }
+
     pub(super) fn calls(&self) -> Vec<CallRecord> {
         self.calls.clone()
     }
@@ -145,6 +151,18 @@ impl Company {
         }
         if let Some(v) = p.date_style {
             q.date_style = v;
+        }
+        if let Some(v) = p.page_size_cap {
+            q.page_size_cap = v;
+        }
+        if let Some(v) = p.batchadd_ok_message {
+            q.batchadd_ok_message = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = p.user_not_found_array {
+            q.user_not_found_array = v;
+        }
+        if let Some(v) = p.hide_invitations {
+            q.hide_invitations = v;
         }
         self.quirks.clone()
     }

@@ -1,7 +1,7 @@
 //! `deluser`: `deleteaction` 0 disables, 1 and 2 remove, 3 cancels a pending invitation.
 
 use super::company::{Company, clip, same};
-use super::render::{fail, ok, status};
+use super::render::{fail, no_such_user, ok, status};
 use crate::lastpass::value::as_u64;
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ impl Company {
                 _ => return fail("Invalid deleteaction"),
             },
         };
-        let no_such = || fail(format!("No such user: {}", clip(name)));
+        let no_such = || no_such_user(&clip(name), &self.quirks);
         if action == 3 {
             let before = self.invited.len();
             self.invited.retain(|i| !same(i, name));
@@ -104,5 +104,24 @@ mod tests {
         );
         assert!(c.invited().is_empty());
         assert_eq!(c.calls().len(), 6);
+    }
+
+    #[test]
+    fn unknown_user_in_the_array_form() {
+        let mut c = company(0);
+        c.set_quirks(super::super::QuirksPatch {
+            user_not_found_array: Some(true),
+            ..Default::default()
+        });
+        for action in [0, 2, 3] {
+            assert_eq!(
+                call(
+                    &mut c,
+                    "deluser",
+                    json!({"username": "x@example.com", "deleteaction": action})
+                ),
+                r#"{"status":"FAIL","error":["user not found: x@example.com"]}"#
+            );
+        }
     }
 }

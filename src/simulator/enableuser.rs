@@ -1,7 +1,7 @@
 //! `enableuser`: enables disabled users, reports the others as unchanged or unknown.
 
 use super::company::{Company, clip};
-use super::render::{fail, to_json};
+use super::render::{fail, no_such_user, to_json};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -29,6 +29,13 @@ impl Company {
                 Some((false, username)) => unchanged.push(username),
                 None => missing.push(clip(name)),
             }
+        }
+        if self.quirks.user_not_found_array
+            && enabled.is_empty()
+            && unchanged.is_empty()
+            && let [one] = missing.as_slice()
+        {
+            return no_such_user(one, &self.quirks);
         }
         #[derive(Serialize)]
         struct Out {

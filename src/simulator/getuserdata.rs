@@ -1,8 +1,10 @@
 //! `getuserdata`: one user by `username`, or every user matching the `disabled` / `admin`
 //! filters, paged by `pagesize` and 0-based `pageindex` in uid order; each user printed in the
-//! recorded field order, per [`super::Quirks`].
+//! recorded field order, per [`super::Quirks`]. Like the recorded real page, `Groups` is left out
+//! when no user on the page is in a group, and `invited` when there is no pending invitation to
+//! list (a lookup by username lists only the invitation of that username).
 
-use super::company::{Company, clip};
+use super::company::{Company, clip, same};
 use super::render::{PhpMap, boolean, date, num, to_json};
 use super::{Quirks, SimUser};
 use crate::lastpass::value::{as_bool, as_u64};
@@ -82,7 +84,7 @@ struct UserDataOut {
     count: Value,
     #[serde(rename = "Users")]
     users: PhpMap<WireUser>,
-    #[serde(rename = "Groups")]
+    #[serde(rename = "Groups", skip_serializing_if = "PhpMap::is_empty")]
     groups: PhpMap<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     invited: Option<Vec<String>>,
@@ -91,7 +93,7 @@ struct UserDataOut {
 }
 
 impl Company {
-    fn user_data(&self, users: Vec<(u64, &SimUser)>, total: u64) -> String {
+    fn user_data(&self, users: Vec<(u64, &SimUser)>, total: u64, invited: Vec<String>) -> String {
         let q = &self.quirks;
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (_, u) in &users {
@@ -112,8 +114,8 @@ impl Company {
                     .collect(),
             ),
             groups: PhpMap(groups.into_iter().collect()),
-            invited: (!q.invited_capitalized).then(|| self.invited.clone()),
-            invited_capitalized: q.invited_capitalized.then(|| self.invited.clone()),
+            invited: (!q.invited_capitalized && !invited.is_empty()).then(|| invited.clone()),
+            invited_capitalized: (q.invited_capitalized && !invited.is_empty()).then_some(invited),
         };
         to_json(&out)
     }
@@ -126,19 +128,33 @@ impl Company {
         let filter = |u: &SimUser| {
             disabled.is_none_or(|d| u.disabled == d) && admin.is_none_or(|a| u.admin == a)
         };
+        let listed = |pick: &dyn Fn(&String) -> bool| -> Vec<String> {
+            if self.quirks.hide_invitations {
+                Vec::new()
+            } else {
+                self.invited.iter().filter(|i| pick(i)).cloned().collect()
+            }
+        };
         if let Some(name) = data.get("username").and_then(Value::as_str) {
             let hit = self.users.find(name).filter(|(_, u)| filter(u));
+            let invitation = listed(&|i| same(i, name));
             return match hit {
-                Some(found) => self.user_data(vec![found], 1),
+                Some(found) => self.user_data(vec![found], 1, Vec::new()),
+                None if !invitation.is_empty() => self.user_data(Vec::new(), 0, invitation),
                 None if self.quirks.unknown_user_error => to_json(&json!({
                     "error": [format!("{} is not a valid user.", clip(name))]
                 })),
-                None => self.user_data(Vec::new(), 0),
+                None => self.user_data(Vec::new(), 0, Vec::new()),
             };
         }
         let matching: Vec<(u64, &SimUser)> = self.users.iter().filter(|(_, u)| filter(u)).collect();
         let total = matching.len() as u64;
-        let size = as_u64(data.get("pagesize")).unwrap_or(0);
+        let cap = self.quirks.page_size_cap;
+        let size = match as_u64(data.get("pagesize")).unwrap_or(0) {
+            0 => cap,
+            asked if cap > 0 => asked.min(cap),
+            asked => asked,
+        };
         let index = as_u64(data.get("pageindex")).unwrap_or(0);
         let page: Vec<_> = if size == 0 {
             matching
@@ -147,7 +163,7 @@ impl Company {
             let take = usize::try_from(size).unwrap_or(usize::MAX);
             matching.into_iter().skip(skip).take(take).collect()
         };
-        self.user_data(page, total)
+        self.user_data(page, total, listed(&|_| true))
     }
 }
 
@@ -167,7 +183,7 @@ mod tests {
                 "getuserdata",
                 json!({"pagesize": 10, "pageindex": 0})
             ),
-            r#"{"total":0,"count":0,"Users":[],"Groups":[],"invited":[]}"#
+            r#"{"total":0,"count":0,"Users":[]}"#
         );
     }
 
@@ -193,14 +209,51 @@ mod tests {
             format!(
                 concat!(
                     r#"{{"total":1,"count":1,"Users":{{"{uid}":{{"username":"sam.staged@example.com","fullname":"Sam Staged","mpstrength":"0","#,
-                    r#""created":"2022-06-21 11:12:30","last_pw_change":"2022-06-21 11:12:30","last_login":"","#,
+                    r#""created":"2022-06-21 07:12:30","last_pw_change":"2022-06-21 07:12:30","last_login":"","#,
                     r#""neverloggedin":true,"disabled":false,"admin":false,"totalscore":null,"duousername":null,"#,
                     r#""sites":null,"notes":null,"formfills":null,"applications":null,"attachments":null,"#,
                     r#""password_reset_required":true,"groups":["Integration Development"]}}}},"#,
-                    r#""Groups":{{"Integration Development":["sam.staged@example.com"]}},"invited":[]}}"#
+                    r#""Groups":{{"Integration Development":["sam.staged@example.com"]}}}}"#
                 ),
                 uid = uid
             )
         );
+    }
+
+    #[test]
+    fn page_size_cap_and_invitations() {
+        let mut c = company(10);
+        c.set_quirks(super::super::QuirksPatch {
+            page_size_cap: Some(4),
+            ..Default::default()
+        });
+        let page = |c: &mut super::super::company::Company, index: u64| {
+            let out = call(
+                c,
+                "getuserdata",
+                json!({"pagesize": 2000, "pageindex": index}),
+            );
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            (v["total"].as_u64().unwrap(), v["count"].as_u64().unwrap())
+        };
+        assert_eq!(page(&mut c, 0), (10, 4));
+        assert_eq!(page(&mut c, 1), (10, 4));
+        assert_eq!(page(&mut c, 2), (10, 2));
+        assert_eq!(page(&mut c, 3), (10, 0));
+
+        c.add_invitation("P@example.com");
+        let out = call(&mut c, "getuserdata", json!({"username": "p@example.com"}));
+        assert_eq!(
+            out,
+            r#"{"total":0,"count":0,"Users":[],"invited":["P@example.com"]}"#
+        );
+        let out = call(&mut c, "getuserdata", json!({"pagesize": 1}));
+        assert!(out.ends_with(r#","invited":["P@example.com"]}"#), "{out}");
+        c.set_quirks(super::super::QuirksPatch {
+            hide_invitations: Some(true),
+            ..Default::default()
+        });
+        let out = call(&mut c, "getuserdata", json!({"username": "p@example.com"}));
+        assert_eq!(out, r#"{"total":0,"count":0,"Users":[]}"#);
     }
 }

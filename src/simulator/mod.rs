@@ -13,7 +13,8 @@
 //!   (LastPass cannot authenticate what it cannot read);
 //! - an unknown `cmd`: `{"status":"FAIL","error":"Unknown command"}`;
 //! - `batchadd` of an existing username: `{"status":"OK"}`, the user is left unchanged (no
-//!   duplicate); invalid items: `{"status":"WARN","errors":[…]}` when some items were valid,
+//!   duplicate); of a username flagged as having a LastPass account elsewhere: `{"status":"OK"}`
+//!   and a pending invitation, no user (documented behaviour, see `lastpass-api.md`); invalid items: `{"status":"WARN","errors":[…]}` when some items were valid,
 //!   `{"status":"FAIL","error":[…]}` when none were; data neither an array nor an object:
 //!   `{"status":"FAIL","error":"Invalid data"}`;
 //! - `deluser` without `username`: `{"status":"FAIL","error":"Missing username"}`; a
@@ -337,6 +338,12 @@ impl SimulatorHandle {
     /// Changes the given fields of a user (a new `username` renames it, keeping the uid).
     pub fn update_user(&self, email: &str, patch: SimUserPatch) -> Result<SimUser, ControlError> {
         self.shared.lock().update_user(email, patch)
+    }
+
+    /// Marks `email` as a person who already has a LastPass account: `batchadd` then makes a
+    /// pending invitation for them (valid 14 days on the real service) instead of a user.
+    pub fn flag_existing_account(&self, email: &str) {
+        self.shared.lock().flag_existing_account(email)
     }
 
     /// Adds a pending invitation (listed in `invited`, cancelled by `deleteaction` 3).

@@ -48,7 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>, open_control: bool) -> Router {
             "/_control/users/{username}",
             get(get_user).delete(delete_user).patch(patch_user),
         )
-        .route("/_control/invited", post(add_invited));
+        .route("/_control/invited", post(add_invited))
+        .route("/_control/existing-accounts", post(add_existing_account));
     let control = if open_control {
         control
     } else {
@@ -256,6 +257,19 @@ async fn add_invited(State(shared): AppState, body: Bytes) -> Response {
     match parse::<Invitation>(&body) {
         Ok(i) if !i.username.trim().is_empty() => {
             shared.lock().add_invitation(&i.username);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => error_response(ControlError::Invalid("username is required".into())),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /_control/existing-accounts` `{"username": …}`: a person with a LastPass account
+/// elsewhere, whom `batchadd` invites instead of creating.
+async fn add_existing_account(State(shared): AppState, body: Bytes) -> Response {
+    match parse::<Invitation>(&body) {
+        Ok(i) if !i.username.trim().is_empty() => {
+            shared.lock().flag_existing_account(&i.username);
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(_) => error_response(ControlError::Invalid("username is required".into())),

@@ -149,6 +149,128 @@ async fn paging_ends_with_a_short_page() {
     assert_eq!(v["total"], json!(disabled));
 }
 
+/// Issue 10: a server that caps its pages below `pagesize` is read to the end (while fewer
+/// accounts than `total` have been seen), not stopped by the first short page.
+#[tokio::test]
+async fn paging_continues_past_a_server_page_cap() {
+    let sim = start(1000).await;
+    sim.set_quirks(QuirksPatch {
+        page_size_cap: Some(300),
+        ..Default::default()
+    });
+    let c = client(&sim);
+    let pages: Vec<_> = lastpass::pages(&c, 2000).try_collect().await.unwrap();
+    let sizes: Vec<_> = pages.iter().map(|p| p.users.len()).collect();
+    assert_eq!(sizes, [300, 300, 300, 100]);
+    let seen: HashSet<_> = pages
+        .iter()
+        .flat_map(|p| p.users.iter().map(|u| u.uid.clone()))
+        .collect();
+    assert_eq!(seen.len(), 1000);
+}
+
+/// Issue 10: a page shaped like the recorded real one: `count` present, no `invited` key when
+/// there is no invitation, no `Groups` key when nobody on the page is in a group.
+#[tokio::test]
+async fn a_small_page_has_the_recorded_shape() {
+    let sim = start(0).await;
+    sim.add_user(SimUserSpec::active("a@example.com", "2022-06-02 13:20:59"))
+        .unwrap();
+    let raw = sim::raw_call(&sim, "getuserdata", json!({"pagesize": 1, "pageindex": 0})).await;
+    let v: serde_json::Value = serde_json::from_str(&raw.body).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["Users", "count", "total"], "{}", raw.body);
+    assert!(
+        raw.body.starts_with(r#"{"total":1,"count":1,"Users":{"#),
+        "{}",
+        raw.body
+    );
+    assert!(raw.body.contains(r#""last_login":"2022-06-02 09:20:59""#));
+}
+
+/// Issue 10, the answer-variant row: an unknown user answered with `error` as an array
+/// (`["user not found: x"]`) is absent, for every `deleteaction` and for `enableuser`.
+#[tokio::test]
+async fn the_array_error_is_read_as_absent() {
+    let sim = start(3).await;
+    sim.set_quirks(QuirksPatch {
+        user_not_found_array: Some(true),
+        ..Default::default()
+    });
+    let c = client(&sim);
+    let ghost = email("ghost@example.com");
+    let raw = sim::raw_call(
+        &sim,
+        "deluser",
+        json!({"username": "ghost@example.com", "deleteaction": 2}),
+    )
+    .await;
+    assert_eq!(
+        raw.body,
+        r#"{"status":"FAIL","error":["user not found: ghost@example.com"]}"#
+    );
+    for action in [
+        DeleteAction::Deactivate,
+        DeleteAction::Delete,
+        DeleteAction::CancelInvitation,
+    ] {
+        assert_eq!(
+            c.delete_user(&ghost, action).await,
+            Err(LastPassError::NoSuchUser("ghost@example.com".into())),
+            "{action:?}"
+        );
+    }
+    assert_eq!(
+        c.enable_users(std::slice::from_ref(&ghost)).await,
+        Err(LastPassError::NoSuchUser("ghost@example.com".into()))
+    );
+}
+
+/// Issue 10: `batchadd` of someone flagged as having a LastPass account answers OK, and the
+/// look-up then finds a pending invitation (not a user), which `deleteaction` 3 cancels.
+#[tokio::test]
+async fn batchadd_of_an_existing_lastpass_account_makes_an_invitation() {
+    let sim = start(0).await;
+    sim.flag_existing_account("has.account@example.com");
+    let c = client(&sim);
+    let out = c
+        .create_users(&[new_user("has.account@example.com", "Has", "Account")])
+        .await
+        .unwrap();
+    assert!(out.messages.is_empty());
+    let found = c
+        .find_user(&email("has.account@example.com"))
+        .await
+        .unwrap()
+        .expect("the invitation is found");
+    assert!(found.invitation_pending);
+    assert_eq!(found.uid, "invitation:has.account@example.com");
+    assert!(sim.user("has.account@example.com").is_none());
+    assert_eq!(
+        c.delete_user(
+            &email("has.account@example.com"),
+            DeleteAction::CancelInvitation
+        )
+        .await,
+        Ok(DelUserOutcome::Done)
+    );
+    assert_eq!(
+        c.find_user(&email("has.account@example.com")).await,
+        Ok(None)
+    );
+    // The OK-with-message variant: reported, nobody created.
+    sim.set_quirks(QuirksPatch {
+        batchadd_ok_message: Some("1 user(s) skipped".into()),
+        ..Default::default()
+    });
+    let out = c
+        .create_users(&[new_user("late@example.com", "La", "Te")])
+        .await
+        .unwrap();
+    assert_eq!(out.messages, ["1 user(s) skipped"]);
+    assert_eq!(c.find_user(&email("late@example.com")).await, Ok(None));
+}
+
 #[tokio::test]
 async fn suspend_then_already_disabled() {
     let sim = start(0).await;
@@ -291,10 +413,7 @@ async fn json_is_served_as_text_xml_and_parsed() {
 async fn empty_users_array() {
     let sim = start(0).await;
     let raw = sim::raw_call(&sim, "getuserdata", json!({"pagesize": 10, "pageindex": 0})).await;
-    assert_eq!(
-        raw.body,
-        r#"{"total":0,"count":0,"Users":[],"Groups":[],"invited":[]}"#
-    );
+    assert_eq!(raw.body, r#"{"total":0,"count":0,"Users":[]}"#);
     let page = client(&sim).list_page(0, 10).await.unwrap();
     assert!(page.users.is_empty());
     assert_eq!(page.total, 0);
@@ -530,6 +649,7 @@ async fn connection_refused_is_transient() {
         provhash: Provhash::new(sim::PROVHASH.into()),
         timeout: Duration::from_secs(2),
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+        time_zone: lastpass_connector::lastpass::DEFAULT_TIME_ZONE,
     })
     .unwrap();
     assert_transient(c.list_page(0, 10).await);

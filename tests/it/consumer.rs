@@ -222,6 +222,193 @@ async fn deprovision_rows_of_the_semantics_table() {
     running.stop().await;
 }
 
+/// Issue 10, the invitation row: `batchadd` of someone who already has a LastPass account answers
+/// OK but makes a pending invitation, no user. The connector looks after the batchadd and reports
+/// it; suspend refuses it; deprovision cancels it with `deleteaction` 3.
+#[tokio::test]
+async fn an_invitation_is_provisioned_then_deprovisioned_with_deleteaction_3() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
+    sim.handle.flag_existing_account("has.account@example.com");
+
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.provision",
+        "has.account@example.com",
+        ("user.provisioned", "applied", "Staged".into()),
+    )
+    .await;
+    assert_eq!(data(&ev)["invitation_pending"], true, "{ev:#}");
+    assert!(sim.user("has.account@example.com").is_none(), "no user");
+    assert_eq!(sim.handle.invited(), ["has.account@example.com"]);
+
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.suspend",
+        "has.account@example.com",
+        ("command.failed", "failed", "Staged".into()),
+    )
+    .await;
+    assert_eq!(data(&ev)["error"]["code"], "invitation_pending");
+    assert_eq!(data(&ev)["invitation_pending"], true);
+
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.deprovision",
+        "has.account@example.com",
+        ("user.deprovisioned", "applied", "Deprovisioned".into()),
+    )
+    .await;
+    assert_eq!(data(&ev)["license_reclaimed"], true);
+    assert!(sim.handle.invited().is_empty(), "invitation cancelled");
+    let deletes: Vec<Value> = sim
+        .calls()
+        .into_iter()
+        .filter(|c| c.cmd == "deluser")
+        .map(|c| c.data)
+        .collect();
+    assert_eq!(
+        deletes,
+        [json!({"username": "has.account@example.com", "deleteaction": 3})]
+    );
+
+    row(
+        &broker,
+        &mut tap,
+        "user.deprovision",
+        "has.account@example.com",
+        ("user.deprovisioned", "already_done", "Deprovisioned".into()),
+    )
+    .await;
+    assert_eq!(sim.mutations("batchadd"), 1);
+    running.stop().await;
+}
+
+/// Issue 10: `batchadd` answers OK with a `message` (throttled or skipped users) and creates
+/// nobody: the look-up afterwards finds nobody, so the command fails `not_created`, quoting it.
+#[tokio::test]
+async fn an_ok_batchadd_with_a_message_that_created_nobody_fails_not_created() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
+    sim.handle.set_quirks(sim::QuirksPatch {
+        batchadd_ok_message: Some("1 user(s) skipped: throttled".into()),
+        ..Default::default()
+    });
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.provision",
+        "late@example.com",
+        ("command.failed", "failed", Value::Null),
+    )
+    .await;
+    assert_eq!(data(&ev)["error"]["code"], "not_created");
+    assert_eq!(data(&ev)["error"]["retryable"], false);
+    let message = data(&ev)["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 user(s) skipped: throttled"),
+        "{message}"
+    );
+    let parked = broker.dead_letters(1, T).await;
+    assert_eq!(
+        parked[0].header("x-lpc-error-code").as_deref(),
+        Some("not_created")
+    );
+    assert!(sim.user("late@example.com").is_none());
+    running.stop().await;
+}
+
+/// Issue 10: `user.reactivate` on `P.reactivate` (enableuser), every row, through the broker;
+/// every event read is checked against its schema by the tap.
+#[tokio::test]
+async fn reactivate_rows_through_the_broker() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[
+        ("revoked@example.com", true, false),
+        ("revoked.never@example.com", true, true),
+        ("enabled@example.com", false, false),
+    ])
+    .await;
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.reactivate",
+        "Revoked@Example.com",
+        ("user.reactivated", "applied", "Active".into()),
+    )
+    .await;
+    assert_eq!(ev["subject"], "revoked@example.com");
+    assert_eq!(data(&ev)["command_type"], "user.reactivate");
+    assert!(!sim.user("revoked@example.com").unwrap().disabled);
+    row(
+        &broker,
+        &mut tap,
+        "user.reactivate",
+        "revoked.never@example.com",
+        ("user.reactivated", "applied", "Staged".into()),
+    )
+    .await;
+    row(
+        &broker,
+        &mut tap,
+        "user.reactivate",
+        "enabled@example.com",
+        ("user.reactivated", "already_done", "Active".into()),
+    )
+    .await;
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.reactivate",
+        "nobody@example.com",
+        ("command.failed", "failed", Value::Null),
+    )
+    .await;
+    assert_eq!(data(&ev)["error"]["code"], "user_not_found");
+    assert_eq!(sim.mutations("enableuser"), 2);
+
+    // Suspend then provision: provisioning still refuses, and says what to send instead.
+    row(
+        &broker,
+        &mut tap,
+        "user.suspend",
+        "enabled@example.com",
+        ("user.suspended", "applied", "Suspended".into()),
+    )
+    .await;
+    let (ev, _) = row(
+        &broker,
+        &mut tap,
+        "user.provision",
+        "enabled@example.com",
+        ("command.failed", "failed", "Suspended".into()),
+    )
+    .await;
+    assert_eq!(data(&ev)["error"]["code"], "account_suspended");
+    assert!(
+        data(&ev)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user.reactivate")
+    );
+    row(
+        &broker,
+        &mut tap,
+        "user.reactivate",
+        "enabled@example.com",
+        ("user.reactivated", "applied", "Active".into()),
+    )
+    .await;
+    // A reactivate on another queue is refused: wrong_queue, never applied.
+    let (id, cmd) = crate::support::command("user.reactivate", "revoked@example.com");
+    broker
+        .send("user.suspend", cmd.to_string().as_bytes())
+        .await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(data(&ev)["error"]["code"], "wrong_queue");
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_duplicate_changes_lastpass_once_and_repeats_the_same_event() {
     let (broker, sim, running, mut tap, _dir) = setup(&[("dup@example.com", false, false)]).await;

@@ -13,16 +13,18 @@ use serde_json::{Value, json};
 const ID: &str = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
 const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
-const COMMAND_SCHEMAS: [&str; 4] = [
+const COMMAND_SCHEMAS: [&str; 5] = [
     "command.user.provision.json",
     "command.user.suspend.json",
     "command.user.deprovision.json",
+    "command.user.reactivate.json",
     "command.users.sync.json",
 ];
-const EVENT_SCHEMAS: [&str; 7] = [
+const EVENT_SCHEMAS: [&str; 8] = [
     "event.user.provisioned.json",
     "event.user.suspended.json",
     "event.user.deprovisioned.json",
+    "event.user.reactivated.json",
     "event.command.failed.json",
     "event.command.rejected.json",
     "event.user.synced.json",
@@ -106,7 +108,7 @@ fn a_reference_to_an_unknown_file_fails_offline() {
 // (a JSON Schema validator sees the parsed value, in which the last one has already won; the
 // parser rejects it with invalid_field).
 
-const QUEUES: [CommandType; 4] = CommandType::ALL;
+const QUEUES: [CommandType; 5] = CommandType::ALL;
 
 fn schema_of(q: CommandType) -> String {
     schemas::command_schema_file(q.as_str())

@@ -219,6 +219,139 @@ async fn a_renamed_user_is_the_same_account() {
     running.stop().await;
 }
 
+/// Issue 10, the page-size row: LastPass documents no maximum `pagesize`, and a server may hand
+/// back fewer accounts than asked for. With the simulator capping pages at 300 and the sync asking
+/// for 2000, a short first page must not end the sync: all 1,000 accounts are reported.
+#[tokio::test]
+async fn a_sync_of_1000_accounts_with_a_page_cap_of_300_reports_all_1000() {
+    let (broker, sim, mut tap, _dir, mut cfg) = prepare(1000).await;
+    cfg.sync_page_size = 2000;
+    sim.handle.set_quirks(sim::QuirksPatch {
+        page_size_cap: Some(300),
+        ..Default::default()
+    });
+    let running = Running::start(cfg);
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, done) = collect(&mut tap, &id).await;
+    assert_eq!(
+        done["type"], "io.github.lastpass-connector.users.sync.completed",
+        "{done:#}"
+    );
+    assert_eq!(synced.len(), 1000);
+    let expected: std::collections::HashSet<String> =
+        sim.users().into_iter().map(|u| u.uid).collect();
+    assert_eq!(
+        synced
+            .keys()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        expected
+    );
+    assert_eq!(done["data"]["total"], 1000);
+    // 300 + 300 + 300 + 100, and nothing more.
+    assert_eq!(sim.handle.call_counts().getuserdata, 4);
+    running.stop().await;
+}
+
+/// Issue 10, the time-zone row: LastPass prints `last_login` as Eastern wall-clock time without an
+/// offset. The simulator stores true instants and prints them so (daylight saving included); under
+/// the default `LASTPASS_TIME_ZONE` (America/New_York) a July login (EDT, UTC-4) and a January
+/// login (EST, UTC-5) come out right to the second.
+#[tokio::test]
+async fn july_and_january_logins_are_right_to_the_second_under_the_default_zone() {
+    let (broker, sim, running, mut tap, _dir) = setup(0).await;
+    sim.handle.set_quirks(sim::QuirksPatch {
+        date_style: Some(sim::DateStyle::Eastern),
+        ..Default::default()
+    });
+    let mut july = sim::SimUserSpec::active("july@example.com", "2025-07-15 13:30:15");
+    july.created = Some("2025-07-01 16:00:01".into());
+    let mut january = sim::SimUserSpec::active("january@example.com", "2025-01-15 14:30:15");
+    january.created = Some("2024-12-31 23:59:59".into());
+    let july_uid = sim.handle.add_user(july).unwrap();
+    let january_uid = sim.handle.add_user(january).unwrap();
+    // On the wire: the same Eastern wall-clock time for both, no offset.
+    let raw = sim::raw_call(&sim.handle, "getuserdata", json!({"pagesize": 10})).await;
+    assert_eq!(
+        raw.body
+            .matches(r#""last_login":"2025-07-15 09:30:15""#)
+            .count(),
+        1
+    );
+    assert_eq!(
+        raw.body
+            .matches(r#""last_login":"2025-01-15 09:30:15""#)
+            .count(),
+        1
+    );
+    assert!(raw.body.contains(r#""created":"2024-12-31 18:59:59""#));
+
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, _) = collect(&mut tap, &id).await;
+    let d = &synced[&july_uid]["data"];
+    assert_eq!(d["last_login"], "2025-07-15T13:30:15Z");
+    assert_eq!(d["created"], "2025-07-01T16:00:01Z");
+    let d = &synced[&january_uid]["data"];
+    assert_eq!(d["last_login"], "2025-01-15T14:30:15Z");
+    assert_eq!(d["created"], "2024-12-31T23:59:59Z");
+    running.stop().await;
+}
+
+/// Issue 10, the statuses row: pending invitations LastPass lists are reported as Staged
+/// accounts with `invitation_pending: true`, once each, and counted.
+#[tokio::test]
+async fn pending_invitations_are_reported_as_staged_and_counted() {
+    let (broker, sim, running, mut tap, _dir) = setup(150).await;
+    sim.handle.add_invitation("Invited.One@example.com");
+    sim.handle.add_invitation("invited.two@example.com");
+    let (id, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, done) = collect(&mut tap, &id).await;
+    assert_eq!(synced.len(), 152);
+    let inv = &synced["invitation:invited.one@example.com"];
+    assert_eq!(inv["subject"], "Invited.One@example.com");
+    assert_eq!(inv["data"]["account_status"], "Staged");
+    assert_eq!(inv["data"]["invitation_pending"], true);
+    assert_eq!(inv["data"]["last_login"], Value::Null);
+    assert!(
+        synced
+            .values()
+            .filter(|e| e["data"]["invitation_pending"] == false)
+            .count()
+            == 150
+    );
+    assert_eq!(done["data"]["total"], 152);
+    assert_eq!(done["data"]["pending_invitations"], 2);
+
+    // One accepted (now an account), one cancelled: only the cancelled one is Deprovisioned.
+    sim.handle
+        .add_user(sim::SimUserSpec::staged("invited.one@example.com"))
+        .unwrap();
+    assert!(sim::control(&sim.handle, "GET", "/state", None).await.0 == 200);
+    let client = sim::client(&sim.handle);
+    use lastpass_connector::lastpass::{DeleteAction, LastPass};
+    for e in ["invited.one@example.com", "invited.two@example.com"] {
+        client
+            .delete_user(&sim::email(e), DeleteAction::CancelInvitation)
+            .await
+            .unwrap();
+    }
+    let (id2, cmd) = sync_command();
+    broker.send_json(&cmd).await;
+    let (synced, done) = collect(&mut tap, &id2).await;
+    let gone: Vec<&Value> = synced
+        .values()
+        .filter(|e| e["data"]["account_status"] == "Deprovisioned")
+        .collect();
+    assert_eq!(gone.len(), 1, "{gone:#?}");
+    assert_eq!(gone[0]["subject"], "invited.two@example.com");
+    assert_eq!(done["data"]["pending_invitations"], 0);
+    assert_eq!(done["data"]["total"], 151);
+    running.stop().await;
+}
+
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status

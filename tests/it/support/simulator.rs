@@ -49,6 +49,7 @@ pub fn client_config(sim: &SimulatorHandle, timeout: Duration) -> ClientConfig {
         provhash: Provhash::new(sim.provhash()),
         timeout,
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
+        time_zone: lastpass_connector::lastpass::DEFAULT_TIME_ZONE,
     }
 }
 
