@@ -29,6 +29,7 @@
 
 pub mod amqp;
 mod apply;
+pub mod check;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -53,6 +54,7 @@ mod telemetry;
 #[cfg(test)]
 mod contract_tests;
 
+pub use check::{CheckItem, CheckState, check};
 pub use service::{RunError, cancel_on_signal, run};
 pub use tokio_util::sync::CancellationToken;
 

@@ -17,6 +17,8 @@ struct Cli {
 enum Cmd {
     /// Consume commands from RabbitMQ and apply them to LastPass.
     Run(config::RunArgs),
+    /// Check the configuration, the broker and one LastPass call, as `run` does at start.
+    Check(config::RunArgs),
     /// Publish a command to the connector (and with --wait, print its result).
     Publish(cli::PublishArgs),
     /// Follow the connector's result events live.
@@ -96,7 +98,7 @@ fn escape_controls(buf: &[u8]) -> Vec<u8> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Cmd::Run(_)) && !is_simulator(&cli.command);
-    init_tracing(if quiet { "warn" } else { "info" });
+    init_tracing(if quiet { "warn,lapin=off" } else { "info" });
     match cli.command {
         Cmd::Run(args) => {
             let config = match config::Config::from_args(args) {
@@ -112,8 +114,36 @@ async fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("lastpass-connector: {}", chain(&e));
-                    ExitCode::FAILURE
+                    match e {
+                        lastpass_connector::RunError::Startup(_) => ExitCode::from(2),
+                        _ => ExitCode::FAILURE,
+                    }
                 }
+            }
+        }
+        Cmd::Check(args) => {
+            let config = match config::Config::from_args(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL  configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let items = lastpass_connector::check(&config).await;
+            for i in &items {
+                let mark = match i.state {
+                    lastpass_connector::CheckState::Ok => "ok  ",
+                    _ => "FAIL",
+                };
+                println!("{mark}  {}: {}", i.what, i.detail);
+            }
+            if items
+                .iter()
+                .all(|i| i.state == lastpass_connector::CheckState::Ok)
+            {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Cmd::Publish(args) => tool(cli::publish(args).await),

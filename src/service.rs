@@ -4,6 +4,7 @@
 //! restarts it, rather than staying up consuming nothing).
 
 use crate::amqp::{self, AmqpSettings, Names, TopologyOptions};
+use crate::check::CheckState;
 use crate::config::{Config, ConfigError};
 use crate::event::EventFactory;
 use crate::gate::Gate;
@@ -34,6 +35,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// A check at start found a cause that cannot fix itself (exit 2).
+    #[error("{0}")]
+    Startup(String),
     #[error("the consumer task panicked: {0}")]
     ConsumerPanicked(String),
     #[error("the consumer task ended without being asked to stop")]
@@ -44,6 +48,18 @@ pub enum RunError {
 /// gives back) what is in flight, and returns `Ok`. Returns `Err` at once if the consumer task
 /// ends or panics before that.
 pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError> {
+    for item in crate::check::check(&config).await {
+        match item.state {
+            CheckState::Ok => info!(check = item.what, "{}", item.detail),
+            CheckState::Failing => warn!(
+                check = item.what,
+                "{}; continuing, it is retried", item.detail
+            ),
+            CheckState::Fatal => {
+                return Err(RunError::Startup(format!("{}: {}", item.what, item.detail)));
+            }
+        }
+    }
     let provhash = config.provhash.load()?;
     let client = Client::new(ClientConfig {
         api_url: config.api_url.clone(),

@@ -22,6 +22,46 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     url.parse::<lapin::uri::AMQPUri>().map(|_| ())
 }
 
+/// What a connection attempt says about the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BrokerCheck {
+    Reachable,
+    /// The broker answered and refused (ACCESS_REFUSED, an unknown vhost): a wrong `AMQP_URL`;
+    /// retrying cannot help.
+    Refused(String),
+    /// Nobody answered (down, starting, a network problem): it may come back.
+    Unreachable(String),
+}
+
+/// `host:port` of an AMQP URL, for log lines (never the credentials).
+pub(crate) fn endpoint(url: &str) -> String {
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(u) => format!("{}:{}", u.authority.host, u.authority.port),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Connects once and closes: does the broker take this URL?
+pub(crate) async fn check_broker(url: &str, name: &str) -> BrokerCheck {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        lapin::Connection::connect(url, props),
+    )
+    .await
+    {
+        Err(_) => BrokerCheck::Unreachable(format!("no answer from {} within 10 s", endpoint(url))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "check".into()).await;
+            BrokerCheck::Reachable
+        }
+        Ok(Err(e)) if e.is_io_error() => {
+            BrokerCheck::Unreachable(format!("{}: {e}", endpoint(url)))
+        }
+        Ok(Err(e)) => BrokerCheck::Refused(format!("{}: {e}", endpoint(url))),
+    }
+}
+
 /// Headers the connector reads and writes.
 pub mod headers {
     /// Delayed redeliveries already done.

@@ -206,6 +206,7 @@ impl Client {
             Err(LastPassError::Unauthorized) => "unauthorized",
             Err(LastPassError::Rejected(_)) => "rejected",
             Err(LastPassError::NoSuchUser(_)) => "no_such_user",
+            Err(LastPassError::NotTheApi { .. }) => "not_the_api",
         };
         metrics::counter!(crate::telemetry::LASTPASS_CALLS, "command" => cmd, "result" => outcome)
             .increment(1);
@@ -234,6 +235,11 @@ impl Client {
             .await
             .map_err(|e| self.transport_error(cmd, e))?;
         let status = response.status();
+        if status.is_redirection() || matches!(status.as_u16(), 404 | 405 | 410) {
+            return Err(LastPassError::NotTheApi {
+                reason: format!("{cmd}: HTTP {status}"),
+            });
+        }
         if status != reqwest::StatusCode::OK {
             let retry_after = response
                 .headers()
@@ -332,6 +338,9 @@ fn scrub(e: LastPassError, secret: &str) -> LastPassError {
         },
         LastPassError::Rejected(m) => LastPassError::Rejected(clean(m)),
         LastPassError::NoSuchUser(m) => LastPassError::NoSuchUser(clean(m)),
+        LastPassError::NotTheApi { reason } => LastPassError::NotTheApi {
+            reason: clean(reason),
+        },
         LastPassError::Unauthorized => LastPassError::Unauthorized,
     }
 }

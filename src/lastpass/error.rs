@@ -20,11 +20,20 @@ pub enum LastPassError {
     /// The user does not exist.
     #[error("no such LastPass user: {0}")]
     NoSuchUser(String),
+    /// Something answered, but not as the LastPass Enterprise API does: HTTP 404, 405 or 410, or
+    /// a redirect (an HTML page with HTTP 200 may be a throttling page: transient). Retried like a transient
+    /// error while running (a proxy can answer so for a while), but at start (`run`, `check`) it
+    /// means `LASTPASS_API_URL` is wrong.
+    #[error("LASTPASS_API_URL does not answer like the LastPass API: {reason}")]
+    NotTheApi { reason: String },
 }
 
 impl LastPassError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, LastPassError::Transient { .. })
+        matches!(
+            self,
+            LastPassError::Transient { .. } | LastPassError::NotTheApi { .. }
+        )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {

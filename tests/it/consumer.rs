@@ -28,7 +28,7 @@ pub(crate) async fn setup(
     let broker = Broker::new(&test_retry()).await;
     let tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry())).await;
     (broker, sim, running, tap, dir)
 }
 
@@ -462,14 +462,14 @@ async fn the_ledger_survives_a_restart() {
     let mut tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = broker.config(&sim, dir.path().to_path_buf(), test_retry());
-    let running = Running::start(cfg.clone());
+    let running = Running::start(cfg.clone()).await;
     let (id, cmd) = command("user.deprovision", "restart@example.com");
     broker.send_json(&cmd).await;
     let first = tap.for_command(&id, T).await;
     running.stop().await;
     // Someone re-creates the account; the old command arrives again after a restart.
     sim.add("restart@example.com", false, false);
-    let running = Running::start(cfg);
+    let running = Running::start(cfg).await;
     broker.send_json(&cmd).await;
     let again = tap.for_command(&id, T).await;
     assert_eq!(first["id"], again["id"]);

@@ -212,7 +212,7 @@ async fn sigterm_with_commands_in_flight_loses_none() {
         latency_ms: Some(0),
         ..Default::default()
     });
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry())).await;
     let early_ids: Vec<&str> = early
         .iter()
         .map(|e| e["data"]["command_id"].as_str().unwrap())

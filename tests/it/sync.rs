@@ -57,7 +57,7 @@ async fn prepare(users: usize) -> (Broker, TestSim, Tap, tempfile::TempDir, Conf
 
 async fn setup(users: usize) -> (Broker, TestSim, Running, Tap, tempfile::TempDir) {
     let (broker, sim, tap, dir, cfg) = prepare(users).await;
-    (broker, sim, Running::start(cfg), tap, dir)
+    (broker, sim, Running::start(cfg).await, tap, dir)
 }
 
 #[tokio::test]
@@ -230,7 +230,7 @@ async fn a_sync_of_1000_accounts_with_a_page_cap_of_300_reports_all_1000() {
         page_size_cap: Some(300),
         ..Default::default()
     });
-    let running = Running::start(cfg);
+    let running = Running::start(cfg).await;
     let (id, cmd) = sync_command();
     broker.send_json(&cmd).await;
     let (synced, done) = collect(&mut tap, &id).await;
@@ -250,7 +250,8 @@ async fn a_sync_of_1000_accounts_with_a_page_cap_of_300_reports_all_1000() {
     );
     assert_eq!(done["data"]["total"], 1000);
     // 300 + 300 + 300 + 100, and nothing more.
-    assert_eq!(sim.handle.call_counts().getuserdata, 4);
+    // One probe of one account at start (run checks LastPass), then 300 + 300 + 300 + 100.
+    assert_eq!(sim.handle.call_counts().getuserdata, 5);
     running.stop().await;
 }
 
@@ -408,7 +409,7 @@ async fn a_sync_across_20000_users_keeps_memory_flat() {
 async fn run_starts_syncs_on_a_schedule_when_asked() {
     let (_broker, _sim, mut tap, _dir, mut cfg) = prepare(30).await;
     cfg.sync_interval = Some(Duration::from_millis(1500));
-    let running = Running::start(cfg);
+    let running = Running::start(cfg).await;
     // No command is sent: the schedule requests the syncs.
     let mut completed = Vec::new();
     while completed.len() < 2 {
@@ -447,7 +448,7 @@ async fn a_sync_refused_by_lastpass_fails_and_commands_resume_once_credentials_w
 #[tokio::test]
 async fn the_snapshot_survives_a_restart() {
     let (broker, sim, mut tap, _dir, cfg) = prepare(40).await;
-    let running = Running::start(cfg.clone());
+    let running = Running::start(cfg.clone()).await;
     let (id, cmd) = sync_command();
     broker.send_json(&cmd).await;
     assert_eq!(collect(&mut tap, &id).await.0.len(), 40);
@@ -456,7 +457,7 @@ async fn the_snapshot_survives_a_restart() {
     // Deleted while the connector was down; the restarted connector still knows it existed.
     let gone = sim.users().remove(7);
     sim.delete(&gone.username);
-    let running = Running::start(cfg);
+    let running = Running::start(cfg).await;
     let (id, cmd) = sync_command();
     broker.send_json(&cmd).await;
     let (synced, done) = collect(&mut tap, &id).await;

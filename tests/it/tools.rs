@@ -37,7 +37,7 @@ async fn publish_wait_round_trips_every_command_type() {
     sim.add("grace@example.com", false, false);
     let broker = Broker::new(&test_retry()).await;
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry())).await;
     let p = broker.prefix().to_string();
     let cases: Vec<(Vec<&'static str>, &str, bool)> = vec![
         (
@@ -118,7 +118,7 @@ async fn dead_letter_redrive_brings_an_exhausted_command_to_applied_with_fresh_a
     let broker = Broker::new(&test_retry()).await;
     let mut tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry()));
+    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry())).await;
     sim.faults(sim::FaultsPatch {
         outage: Some(true),
         ..Default::default()
@@ -220,5 +220,79 @@ async fn the_benchmark_runs_on_a_tiny_n() {
     assert!(v["floor_per_s"].as_f64().unwrap() > 0.0);
     // A look and an act each, and a provision confirms its batchadd with one more look.
     let calls = v["calls_per_command"].as_f64().unwrap();
-    assert!((calls - 7.0 / 3.0).abs() < 1e-9, "{calls} calls per command");
+    assert!(
+        (calls - 7.0 / 3.0).abs() < 1e-9,
+        "{calls} calls per command"
+    );
+}
+
+async fn check_or_run(sim: &TestSim, verb: &'static str, api_url: &str, provhash: &str) -> Output {
+    let (cid, api_url, provhash) = (sim.cid(), api_url.to_string(), provhash.to_string());
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("chk{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let out = Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
+            .arg(verb)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AMQP_URL", amqp_url())
+            .env("LASTPASS_API_URL", api_url)
+            .env("LASTPASS_CID", cid)
+            .env("LASTPASS_PROVHASH", provhash)
+            .env("CONNECTOR_PREFIX", prefix)
+            .env("CONNECTOR_STATE_DIR", dir.path())
+            .env("CONNECTOR_HTTP_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn check_says_what_works_and_what_does_not() {
+    let sim = TestSim::start_with(3).await;
+    let (api, good) = (sim.api_url(), sim.provhash());
+    let ok = check_or_run(&sim, "check", &api, &good).await;
+    let text = stdout(&ok);
+    assert!(
+        ok.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        text.contains("ok    RabbitMQ") && text.contains("ok    LastPass"),
+        "{text}"
+    );
+    assert!(text.contains("3 account(s)"), "{text}");
+
+    let wrong = check_or_run(&sim, "check", &api, "not-the-provhash").await;
+    let text = stdout(&wrong);
+    assert!(!wrong.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  LastPass") && text.contains("refused the credentials"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-the-provhash"),
+        "the secret is never printed: {text}"
+    );
+
+    let typo = format!("{api}x");
+    let not_found = check_or_run(&sim, "check", &typo, &good).await;
+    let text = stdout(&not_found);
+    assert!(!not_found.status.success(), "{text}");
+    assert!(
+        text.contains("LASTPASS_API_URL") && text.contains("404"),
+        "{text}"
+    );
+
+    // `run` stops at once, exit 2, on what cannot fix itself.
+    let run = check_or_run(&sim, "run", &typo, &good).await;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("LASTPASS_API_URL"), "{stderr}");
 }

@@ -76,8 +76,8 @@ pub(crate) async fn run<L: LastPass>(
         let Err(why) = end else { return };
         metrics::counter!(crate::telemetry::RECONNECTS).increment(1);
         let wait = backoff.next().unwrap_or(Duration::from_secs(15));
-        warn!(error = %crate::error_chain(&why), retry_in_ms = wait.as_millis() as u64,
-            "RabbitMQ session ended; reconnecting");
+        warn!(error = %crate::error_chain(&why), broker = %super::endpoint(&settings.url),
+            retry_in_ms = wait.as_millis() as u64, "RabbitMQ session ended; reconnecting");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,

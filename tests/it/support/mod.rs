@@ -419,11 +419,41 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(config: Config) -> Running {
+    /// Starts the connector and returns once it consumes (its checks at start are done by
+    /// then, so a test's faults never meet them).
+    pub async fn start(config: Config) -> Running {
         init_test_log();
         let stop = CancellationToken::new();
+        let queue = Names::new(&config.prefix).queue(CommandType::Suspend);
         let task = tokio::spawn(lastpass_connector::run(config, stop.clone()));
-        Running { stop, task }
+        let running = Running { stop, task };
+        let conn = connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let consumers = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|q| q.consumer_count())
+                .unwrap_or(0);
+            if consumers > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && !running.task.is_finished(),
+                "the connector did not start consuming within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = conn.close(200, "started".into()).await;
+        running
     }
 
     /// Signals shutdown and waits for the connector to finish.
