@@ -231,7 +231,7 @@ async fn check_or_run(sim: &TestSim, verb: &'static str, api_url: &str, provhash
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!("chk{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let out = Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
+        Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
             .arg(verb)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -245,8 +245,7 @@ async fn check_or_run(sim: &TestSim, verb: &'static str, api_url: &str, provhash
             .env("LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .output()
-            .unwrap();
-        out
+            .unwrap()
     })
     .await
     .unwrap()
