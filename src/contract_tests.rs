@@ -276,6 +276,8 @@ impl Harness {
             gate: Gate::default(),
             reload_credentials: Arc::new(|| {}),
             stop: CancellationToken::new(),
+            in_flight_window: Duration::from_secs(3),
+            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         Harness {
             lp,

@@ -9,9 +9,11 @@ use crate::event::EventFactory;
 use crate::gate::Gate;
 use crate::lastpass::{Client, ClientConfig, LastPassError};
 use crate::processor::Processor;
-use crate::store::{CommandLedger, StoreError};
+use crate::store::{CommandLedger, PgSettings, SnapshotStore, StoreError};
 use crate::sync::SyncSettings;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,9 +49,11 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
     })
     .map_err(RunError::Client)?;
-    let (ledger, snapshot) =
-        crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
-    let ledger: Arc<dyn CommandLedger> = Arc::new(ledger);
+    let Some((ledger, snapshot)) = open_store(&config, &stop).await? else {
+        info!("stopped before the state store could be opened");
+        return Ok(());
+    };
+    let store_ok = Arc::new(AtomicBool::new(true));
 
     let reload = {
         let client = client.clone();
@@ -62,7 +66,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     let processor = Arc::new(Processor {
         lastpass: Arc::new(client),
         ledger: ledger.clone(),
-        snapshot: Arc::new(snapshot),
+        snapshot,
         events: EventFactory::new(&config.cid),
         retry: config.retry.clone(),
         sync: SyncSettings {
@@ -71,6 +75,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         gate: Gate::default(),
         reload_credentials: reload,
         stop: stop.clone(),
+        in_flight_window: config.lastpass_timeout + IN_FLIGHT_MARGIN,
+        store_ok: store_ok.clone(),
     });
     let settings = AmqpSettings {
         url: config.amqp_url.clone(),
@@ -120,6 +126,59 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     tasks.wait().await;
     info!("stopped");
     result
+}
+
+/// Added to the LastPass timeout: how long after another process recorded an intent its call
+/// may still land.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(2);
+
+type Stores = (Arc<dyn CommandLedger>, Arc<dyn SnapshotStore>);
+
+/// Opens the configured store: the embedded one (an error is fatal), or the shared one in
+/// PostgreSQL, retried with backoff while the database cannot be reached (the replica consumes
+/// nothing meanwhile). `None` if `stop` was cancelled first.
+async fn open_store(config: &Config, stop: &CancellationToken) -> Result<Option<Stores>, RunError> {
+    let Some(url) = &config.state_url else {
+        let (l, s) = crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
+        warn!(
+            state_dir = %config.state_dir.display(),
+            "CONNECTOR_STATE_URL is not set: completed commands are kept in this process's \
+             embedded store and cannot be shared; a second replica on the same queues would \
+             apply again what this one completed. Run replicas with CONNECTOR_STATE_URL."
+        );
+        return Ok(Some((Arc::new(l), Arc::new(s))));
+    };
+    let settings = PgSettings {
+        url: url.clone(),
+        prefix: config.prefix.clone(),
+        retention: config.ledger_retention,
+        concurrency: usize::from(config.concurrency),
+    };
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match crate::store::open_postgres(&settings).await {
+            Ok((l, s)) => {
+                info!("state store: PostgreSQL, shared by every replica of this prefix");
+                return Ok(Some((Arc::new(l), Arc::new(s))));
+            }
+            // A URL the driver refuses, a schema newer than this version: retrying cannot help.
+            Err(e @ StoreError::Schema(_)) => return Err(e.into()),
+            Err(e) => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(15));
+                warn!(error = %crate::error_chain(&e), retry_in_ms = wait.as_millis() as u64,
+                    "the state database cannot be reached; not ready, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
 }
 
 fn consumer_result(r: Result<(), tokio::task::JoinError>) -> Result<(), RunError> {
