@@ -47,6 +47,14 @@ pub struct RunArgs {
         default_value = "./state"
     )]
     pub state_dir: PathBuf,
+    /// Serve GET /readyz (ready, active or standby) and /healthz here, e.g. 0.0.0.0:8081; off
+    /// when unset.
+    #[arg(
+        long,
+        env = "CONNECTOR_HEALTH_ADDR",
+        value_name = "CONNECTOR_HEALTH_ADDR"
+    )]
+    pub health_addr: Option<std::net::SocketAddr>,
     /// How many commands are applied at once.
     #[arg(long, env = "CONNECTOR_CONCURRENCY", value_name = "CONNECTOR_CONCURRENCY", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=512))]
@@ -140,6 +148,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `CONNECTOR_STATE_URL`: the shared store in PostgreSQL; `None` for the embedded store.
     pub state_url: Option<secrecy::SecretString>,
+    pub health_addr: Option<std::net::SocketAddr>,
     pub concurrency: u16,
     pub ledger_retention: Duration,
     pub retry: RetryPolicy,
@@ -242,6 +251,7 @@ impl Config {
             prefix: a.prefix,
             state_dir: a.state_dir,
             state_url,
+            health_addr: a.health_addr,
             concurrency: a.concurrency,
             ledger_retention: a.ledger_retention,
             retry: RetryPolicy {

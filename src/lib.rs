@@ -36,6 +36,7 @@ mod event;
 #[cfg(test)]
 mod fake;
 mod gate;
+mod health;
 mod keyed;
 pub mod lastpass;
 mod processor;

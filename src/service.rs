@@ -7,13 +7,14 @@ use crate::amqp::{self, AmqpSettings, Names, TopologyOptions};
 use crate::config::{Config, ConfigError};
 use crate::event::EventFactory;
 use crate::gate::Gate;
+use crate::health::Health;
 use crate::lastpass::{Client, ClientConfig, LastPassError};
 use crate::processor::Processor;
 use crate::store::{CommandLedger, PgSettings, SnapshotStore, StoreError};
 use crate::sync::SyncSettings;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,11 +50,24 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
     })
     .map_err(RunError::Client)?;
+    let health = Health::default();
+    let tasks = TaskTracker::new();
+    if let Some(addr) = config.health_addr {
+        let (health, stop) = (health.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::health::serve(addr, health, stop).await {
+                error!(error = %e, %addr, "cannot serve /readyz");
+            }
+        });
+    }
     let Some((ledger, snapshot)) = open_store(&config, &stop).await? else {
         info!("stopped before the state store could be opened");
+        tasks.close();
+        tasks.wait().await;
         return Ok(());
     };
-    let store_ok = Arc::new(AtomicBool::new(true));
+    let store_ok = health.store_flag();
+    store_ok.store(true, Ordering::Relaxed);
 
     let reload = {
         let client = client.clone();
@@ -93,6 +107,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         },
         shutdown_grace: config.shutdown_grace,
         sync_interval: config.sync_interval,
+        shared_state: config.state_url.is_some(),
+        health,
     };
     let (connected, _) = watch::channel(false);
 
@@ -103,7 +119,6 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         api = %config.api_url,
         "starting"
     );
-    let tasks = TaskTracker::new();
     tasks.spawn(prune_periodically(ledger, stop.clone()));
     let mut consumer = tasks.spawn(amqp::run(settings, processor, connected));
     tasks.close();
@@ -140,7 +155,7 @@ type Stores = (Arc<dyn CommandLedger>, Arc<dyn SnapshotStore>);
 async fn open_store(config: &Config, stop: &CancellationToken) -> Result<Option<Stores>, RunError> {
     let Some(url) = &config.state_url else {
         let (l, s) = crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
-        warn!(
+        info!(
             state_dir = %config.state_dir.display(),
             "CONNECTOR_STATE_URL is not set: completed commands are kept in this process's \
              embedded store and cannot be shared; a second replica on the same queues would \

@@ -7,6 +7,7 @@ mod client;
 mod consumer;
 mod hostile;
 mod process;
+mod replicas;
 mod schemas;
 mod support;
 mod sync;

@@ -33,6 +33,11 @@ pub(crate) struct AmqpSettings {
     pub shutdown_grace: Duration,
     /// Publish a `users.sync` command this often.
     pub sync_interval: Option<Duration>,
+    /// Whether completions are shared with other replicas (`CONNECTOR_STATE_URL`): if not, a
+    /// replica that finds another consumer on its queues warns.
+    pub shared_state: bool,
+    /// Readiness as `/readyz` reports it.
+    pub health: crate::health::Health,
 }
 
 /// Why a session with the broker ended, other than a requested stop.
@@ -40,6 +45,13 @@ pub(crate) struct AmqpSettings {
 pub(crate) enum SessionError {
     #[error("cannot connect to RabbitMQ")]
     Connect(#[source] lapin::Error),
+    #[error(
+        "a queue of this prefix exists with other arguments than this version declares \
+         (RabbitMQ: {reason}). The user-command queues now have single active consumer, which \
+         RabbitMQ cannot add to an existing queue: migrate them as the README's \"Upgrading \
+         queues to single active consumer\" says, or use a new CONNECTOR_PREFIX"
+    )]
+    QueueArguments { reason: String },
     #[error("setting up the session failed: {what}")]
     Setup {
         what: &'static str,
@@ -73,6 +85,7 @@ pub(crate) async fn run<L: LastPass>(
     while !stop.is_cancelled() {
         let end = session(&settings, &processor, &connected, &stop).await;
         connected.send_replace(false);
+        settings.health.set_connected(false);
         let Err(why) = end else { return };
         let wait = backoff.next().unwrap_or(Duration::from_secs(15));
         warn!(error = %crate::error_chain(&why), retry_in_ms = wait.as_millis() as u64,
@@ -101,7 +114,9 @@ async fn session<L: LastPass>(
     let result = async {
         let mut session = setup::open(s, &conn).await?;
         connected.send_replace(true);
-        info!(prefix = %s.names.prefix, connection = %s.connection_name, "consuming");
+        s.health.set_connected(true);
+        info!(prefix = %s.names.prefix, connection = %s.connection_name,
+            "consuming (standby until the broker makes this replica the active consumer)");
         debug_panic_hook();
         let ticker = s.sync_interval.map(|every| {
             tokio::spawn(schedule::scheduled_syncs(
