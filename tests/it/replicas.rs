@@ -51,21 +51,28 @@ impl Replica {
     }
 
     async fn wait_for(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log within {timeout:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_log(&self.log, needle, timeout).await
     }
 
     fn kill(&mut self) {
         // std's kill is SIGKILL on unix: no drain, no goodbye to the broker or the database.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_log(log: &Path, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log within {timeout:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -142,7 +149,16 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
     let mut evented: BTreeSet<String> = BTreeSet::new();
     let deadline = t0 + Duration::from_secs(120);
     let mut done_at: Option<Instant> = None;
+    // Kill to the survivor's "now the active consumer" (its first delivery).
+    let mut takeover_ms: Vec<u128> = Vec::new();
+    let mut pending: Option<Instant> = None;
     loop {
+        if let Some(k) = pending
+            && replicas[0].log().contains("now the active consumer")
+        {
+            takeover_ms.push(k.elapsed().as_millis());
+            pending = None;
+        }
         if kills.len() < KILLS_AT.len() && t0.elapsed() >= KILLS_AT[kills.len()] {
             let mut victim = replicas.pop_front().unwrap();
             assert!(
@@ -150,8 +166,14 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
                 "the oldest replica is the active one:\n{}",
                 victim.log()
             );
+            assert!(
+                !replicas[0].log().contains("now the active consumer"),
+                "the survivor was a standby:\n{}",
+                replicas[0].log()
+            );
             victim.kill();
             kills.push(Instant::now());
+            pending = Some(Instant::now());
             started += 1;
             replicas.push_back(Replica::start(&broker, &sim, &db, dir.path(), started));
         }
@@ -160,7 +182,7 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
             events.push((Instant::now(), v));
         }
         let all = ids.iter().all(|id| evented.contains(*id));
-        if all && sender.is_finished() && kills.len() == KILLS_AT.len() {
+        if all && sender.is_finished() && kills.len() == KILLS_AT.len() && pending.is_none() {
             // A quiet moment for late duplicates' events.
             let at = *done_at.get_or_insert_with(Instant::now);
             if at.elapsed() > Duration::from_secs(3) {
@@ -174,6 +196,15 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
     for r in &mut replicas {
         r.kill();
     }
+    // How often a replica found a fresh intent of a killed one and waited its call out.
+    let waited_out: usize = (1..=started)
+        .map(|n| {
+            std::fs::read_to_string(dir.path().join(format!("replica-{n}.log")))
+                .unwrap_or_default()
+                .matches("waiting until its call can no longer land")
+                .count()
+        })
+        .sum();
     sender.await.unwrap();
 
     // One event id and one outcome per command; no command without an event.
@@ -217,8 +248,9 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
         .filter(|c| !effects.contains_key(&c.2))
         .count();
 
-    // Fail-over: from a kill to the next event of a command not answered before it.
-    let failover_ms: Vec<u128> = kills
+    // From a kill to the next event of a command not answered before it (an event the victim
+    // had published just before it died can come first).
+    let next_event_ms: Vec<u128> = kills
         .iter()
         .map(|k| {
             let before: BTreeSet<&str> = events
@@ -236,7 +268,8 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
         "two replicas, {} kill -9 of the active one: commands sent {}, messages sent {} \
          (with duplicates), events {}, effects {}, duplicates of effect {}, commands without \
          an effect {}, commands without an event {}, commands with more than one event id or \
-         outcome {}, fail-over ms {:?}, run {:.1} s",
+         outcome {}, fail-over ms (kill to the survivor's first delivery) {:?}, kill to the next \
+         new event ms {:?}, in-flight calls waited out {}, run {:.1} s",
         kills.len(),
         commands.len(),
         commands.len() * 2,
@@ -246,7 +279,9 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
         missing_effects,
         without_event,
         several_ids,
-        failover_ms,
+        takeover_ms,
+        next_event_ms,
+        waited_out,
         t0.elapsed().as_secs_f64()
     );
     assert_eq!(kills.len(), KILLS_AT.len());
@@ -258,8 +293,13 @@ async fn killing_the_active_replica_never_applies_a_command_twice_nor_changes_it
     assert_eq!(duplicate_effects, 0, "duplicates of effect: {effects:?}");
     assert_eq!(missing_effects, 0, "commands without an effect");
     assert_eq!(total_effects, commands.len());
-    for ms in &failover_ms {
-        assert!(*ms < 10_000, "fail-over within 10 s: {failover_ms:?}");
+    assert_eq!(
+        takeover_ms.len(),
+        KILLS_AT.len(),
+        "every kill was taken over"
+    );
+    for ms in &takeover_ms {
+        assert!(*ms < 10_000, "fail-over within 10 s: {takeover_ms:?}");
     }
 }
 
@@ -327,4 +367,140 @@ async fn a_queue_declared_without_single_active_consumer_is_named_as_the_cause()
             && text.contains("x-single-active-consumer"),
         "the cause and the way out are named:\n{text}"
     );
+}
+
+/// A TCP proxy to the test PostgreSQL that a test can take down (refusing new connections and
+/// cutting the open ones) and bring back, to play a database outage without touching the
+/// server others use.
+struct DbProxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl DbProxy {
+    async fn start() -> DbProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let mut cut = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        DbProxy { port, up, cut }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The status code of `GET path` on the connector's health address.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn wait_status(port: u16, want: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = http_status(port, "/readyz").await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz {got:?}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An unreachable database makes the replica not ready; it consumes nothing until it can
+/// record, and a command whose completion cannot be recorded is not acked: it is applied and
+/// answered once, after the database is back.
+#[tokio::test]
+async fn an_unreachable_database_makes_the_replica_not_ready_and_loses_no_command() {
+    let broker = Broker::new(&test_retry()).await;
+    let sim = TestSim::start().await;
+    let db = TestDb::create().await;
+    let proxy = DbProxy::start().await;
+    let health_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = db.url().replace(":5432/", &format!(":{}/", proxy.port));
+    assert_ne!(url, db.url());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("connector.log");
+    let mut child = broker
+        .connector_process(&sim, &dir.path().join("state"))
+        .env("CONNECTOR_STATE_URL", &url)
+        .env("CONNECTOR_HEALTH_ADDR", format!("127.0.0.1:{health_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut tap = broker.tap().await;
+
+    // Down from the start: not ready, retrying, consuming nothing.
+    wait_for_log(
+        &log,
+        "the state database cannot be reached",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_status(health_port, 503, Duration::from_secs(5)).await;
+    let (first, body) = command("user.provision", "first@outage.test");
+    broker.send_json(&body).await;
+    tap.expect_none(Duration::from_millis(1500)).await;
+
+    // Back: it migrates, becomes ready, and answers the waiting command.
+    proxy.set_up(true);
+    let e = tap.for_command(&first, Duration::from_secs(30)).await;
+    assert_eq!(e["data"]["outcome"], "applied");
+    wait_status(health_port, 200, Duration::from_secs(5)).await;
+
+    // Down in the middle: the command is neither answered nor acked while it cannot be recorded.
+    proxy.set_up(false);
+    let (second, body) = command("user.provision", "second@outage.test");
+    broker.send_json(&body).await;
+    wait_status(health_port, 503, Duration::from_secs(20)).await;
+    tap.expect_none(Duration::from_secs(2)).await;
+
+    // Back again: given back to the broker, redelivered, applied and answered once.
+    proxy.set_up(true);
+    let e = tap.for_command(&second, Duration::from_secs(30)).await;
+    assert_eq!(e["data"]["outcome"], "applied");
+    wait_status(health_port, 200, Duration::from_secs(10)).await;
+    tap.expect_none(Duration::from_secs(1)).await;
+    assert_eq!(sim.mutations("batchadd"), 2, "one batchadd per command");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the state store answers again"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
