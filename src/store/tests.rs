@@ -283,3 +283,29 @@ mod shared {
         assert!(std::error::Error::source(&err).is_some());
     }
 }
+
+/// `sslmode=require` means TLS with a verified certificate, never a fall-back to plain TCP: the
+/// local server's self-signed ("snakeoil") certificate is refused (and a server without TLS
+/// would be refused too).
+#[tokio::test]
+async fn a_url_that_requires_tls_gets_tls_or_nothing() {
+    let db = TestDb::create().await;
+    let url = format!(
+        "{}?sslmode=require",
+        secrecy::ExposeSecret::expose_secret(&db.url())
+    );
+    let err = open_postgres(&PgSettings {
+        url: secrecy::SecretString::from(url),
+        prefix: "tls".into(),
+        retention: HOUR,
+        concurrency: 1,
+    })
+    .await
+    .err()
+    .expect("no plain-text fall-back");
+    let chain = crate::error_chain(&err).to_lowercase();
+    assert!(
+        chain.contains("certificate") || chain.contains("tls") || chain.contains("ssl"),
+        "{chain}"
+    );
+}

@@ -504,3 +504,34 @@ async fn an_unreachable_database_makes_the_replica_not_ready_and_loses_no_comman
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Two replicas without CONNECTOR_STATE_URL: the second one says it cannot share completions.
+#[tokio::test]
+async fn a_second_replica_without_shared_state_warns_that_it_cannot_share_completions() {
+    let broker = Broker::new(&test_retry()).await;
+    let sim = TestSim::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let log = dir.path().join(format!("{name}.log"));
+        let child = broker
+            .connector_process(&sim, &dir.path().join(name))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Replica { child, log }
+    };
+    let mut first = start("first");
+    first.wait_for("consuming", Duration::from_secs(30)).await;
+    let mut second = start("second");
+    second
+        .wait_for("cannot share completions", Duration::from_secs(30))
+        .await;
+    first.kill();
+    second.kill();
+    assert!(
+        !first.log().contains("cannot share completions"),
+        "the first replica was alone: {}",
+        first.log()
+    );
+}
