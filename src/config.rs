@@ -16,6 +16,8 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 #[command(after_help = "Environment only (secrets are never flags):\n  \
     AMQP_URL                      RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]\n  \
     LASTPASS_PROVHASH             LastPass API secret (prefer LASTPASS_PROVHASH_FILE)\n  \
+    CONNECTOR_STATE_URL           postgres:// URL of the state shared by replicas [default: none: the\n  \
+                                  embedded store in CONNECTOR_STATE_DIR]\n  \
     CONNECTOR_ALLOW_INSECURE_HTTP true to allow http:// to a LastPass API that is not loopback")]
 pub struct RunArgs {
     /// LastPass Enterprise API endpoint.
@@ -154,6 +156,8 @@ pub struct Config {
     pub lastpass_time_zone: Tz,
     pub prefix: String,
     pub state_dir: PathBuf,
+    /// `CONNECTOR_STATE_URL`: the shared store in PostgreSQL; `None` for the embedded store.
+    pub state_url: Option<secrecy::SecretString>,
     pub concurrency: u16,
     pub ledger_retention: Duration,
     pub retry: RetryPolicy,
@@ -230,6 +234,17 @@ impl Config {
         // Every URL is parsed before anything connects.
         crate::amqp::check_url(&amqp_url)
             .map_err(|why| ConfigError(format!("AMQP_URL is not a usable RabbitMQ URL: {why}")))?;
+        let state_url = match var("CONNECTOR_STATE_URL") {
+            None => None,
+            Some(url) => {
+                crate::store::check_state_url(url.trim()).map_err(|why| {
+                    ConfigError(format!(
+                        "CONNECTOR_STATE_URL is not a usable PostgreSQL URL: {why}"
+                    ))
+                })?;
+                Some(secrecy::SecretString::from(url.trim().to_string()))
+            }
+        };
         crate::lastpass::check_api_url(&a.lastpass_api_url, allow_insecure_http)
             .map_err(|why| ConfigError(format!("LASTPASS_API_URL is not usable: {why}")))?;
         if a.retry_min_delay > a.retry_max_delay {
@@ -248,6 +263,7 @@ impl Config {
             lastpass_time_zone: a.lastpass_time_zone,
             prefix: a.prefix,
             state_dir: a.state_dir,
+            state_url,
             concurrency: a.concurrency,
             ledger_retention: a.ledger_retention,
             retry: RetryPolicy {

@@ -275,9 +275,10 @@ impl Harness {
             },
             sync: SyncSettings { page_size: 2 },
             gate: Gate::default(),
-            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             reload_credentials: Arc::new(|| {}),
             stop: CancellationToken::new(),
+            in_flight_window: Duration::from_secs(3),
+            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         Harness {
             lp,

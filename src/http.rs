@@ -5,6 +5,7 @@
 //! three fixed routes need no framework.
 
 use crate::gate::Gate;
+use crate::health::Health;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -12,44 +13,42 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What readiness is made of; each part is set by the component that knows it.
+/// What the endpoints read: the replica's health (broker, store, role), the credentials gate
+/// and the stop token.
 #[derive(Clone)]
-pub(crate) struct Health {
-    /// Connected to the broker and consuming (set by the consumer).
-    pub consuming: watch::Receiver<bool>,
-    /// Closed while LastPass refuses the credentials.
+pub(crate) struct Endpoints {
+    pub health: Health,
     pub gate: Gate,
-    /// Cleared when a store operation fails, set again when one succeeds.
-    pub store_ok: Arc<AtomicBool>,
-    /// Cancelled at shutdown.
     pub stop: CancellationToken,
 }
 
-impl Health {
-    /// The reasons the connector is not ready; empty when it is.
-    pub fn not_ready(&self) -> Vec<&'static str> {
+impl Endpoints {
+    /// Ready or not, and the body of `/readyz`: the reasons it is not ready, and the role
+    /// (active consumer or standby) with the queues this replica is active on.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let (_, mut body) = self.health.report();
         let mut why = Vec::new();
         if self.stop.is_cancelled() {
             why.push("shutting_down");
         }
-        if !*self.consuming.borrow() {
+        if body["broker"] != "connected" {
             why.push("broker_disconnected");
         }
         if !self.gate.is_open() {
             why.push("credentials_refused");
         }
-        if !self.store_ok.load(Ordering::Relaxed) {
+        if body["store"] != "ok" {
             why.push("store_unavailable");
         }
-        metrics::gauge!(crate::telemetry::READY).set(if why.is_empty() { 1.0 } else { 0.0 });
-        why
+        let ready = why.is_empty();
+        body["ready"] = json!(ready);
+        body["reasons"] = json!(why);
+        metrics::gauge!(crate::telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+        (ready, body)
     }
 }
 
@@ -62,7 +61,7 @@ fn response(status: StatusCode, content_type: &str, body: String) -> Response<Fu
         .expect("a static response is valid")
 }
 
-fn answer(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -77,23 +76,16 @@ fn answer(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             json!({"status": "alive", "version": env!("CARGO_PKG_VERSION")}).to_string(),
         ),
         "/readyz" => {
-            let why = health.not_ready();
-            if why.is_empty() {
-                response(
-                    StatusCode::OK,
-                    "application/json",
-                    json!({"ready": true}).to_string(),
-                )
+            let (ready, body) = endpoints.readiness();
+            let status = if ready {
+                StatusCode::OK
             } else {
-                response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    json!({"ready": false, "reasons": why}).to_string(),
-                )
-            }
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            response(status, "application/json", body.to_string())
         }
         "/metrics" => {
-            health.not_ready();
+            endpoints.readiness();
             response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -109,12 +101,12 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `health.stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, health: Health) {
+/// Serves until `endpoints.stop` is cancelled.
+pub(crate) async fn serve(listener: TcpListener, endpoints: Endpoints) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "HTTP endpoints: /healthz /readyz /metrics");
     }
-    let stop = health.stop.clone();
+    let stop = endpoints.stop.clone();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -126,10 +118,10 @@ pub(crate) async fn serve(listener: TcpListener, health: Health) {
             },
             _ = stop.cancelled() => return,
         };
-        let health = health.clone();
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let r = answer(&health, &req);
+                let r = answer(&endpoints, &req);
                 async move { Ok::<_, std::convert::Infallible>(r) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -38,6 +38,7 @@ mod event;
 #[cfg(test)]
 mod fake;
 mod gate;
+mod health;
 mod http;
 mod keyed;
 pub mod lastpass;

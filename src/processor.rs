@@ -48,12 +48,16 @@ pub(crate) struct Processor<L: LastPass> {
     pub retry: RetryPolicy,
     pub sync: SyncSettings,
     pub gate: Gate,
-    /// Readiness of the store: cleared when an operation fails, set when one succeeds.
-    pub store_ok: Arc<std::sync::atomic::AtomicBool>,
     /// Called before retrying after an authorization error (re-reads the provhash file).
     pub reload_credentials: Arc<dyn Fn() + Send + Sync>,
     /// Cancelled at shutdown: stop sleeping, give unfinished deliveries back.
     pub stop: CancellationToken,
+    /// How long a LastPass call made by another process may still land: an intent that process
+    /// recorded less than this ago is waited out before looking (the LastPass timeout plus a
+    /// margin).
+    pub in_flight_window: Duration,
+    /// Whether the store answered the last time it was used (readiness).
+    pub store_ok: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +88,6 @@ impl<L: LastPass> Processor<L> {
         .increment(1);
     }
 
-    /// Records whether the store works, for `/readyz`.
-    fn store_health(&self, ok: bool) {
-        self.store_ok.store(ok, Ordering::Relaxed);
-    }
-
     /// Processes one prepared delivery; never panics on bad input, never loses a command.
     /// Run it inside [`Prepared::span`] so every line about the command carries its ids.
     pub async fn process<S: EventSink>(&self, prepared: Prepared, sink: &S) -> Disposition {
@@ -108,9 +107,45 @@ impl<L: LastPass> Processor<L> {
         }
     }
 
+    /// A store operation failed: the replica is not ready until the store answers again, and
+    /// the delivery goes back (after that, or at shutdown), so nothing is acked that could not
+    /// be recorded and a dead database does not make deliveries spin.
+    async fn store_failed(&self, what: &str, e: &StoreError) -> Disposition {
+        error!(error = %crate::error_chain(e), "{what}; giving the delivery back once the store answers");
+        self.store_ok.store(false, Ordering::Relaxed);
+        let mut n = 0u32;
+        loop {
+            n += 1;
+            if sleep_unless_cancelled(probe_delay(n).min(Duration::from_secs(5)), &self.stop).await
+            {
+                return Disposition::Abandon;
+            }
+            match self.ledger.check().await {
+                Ok(()) => {
+                    if !self.store_ok.swap(true, Ordering::Relaxed) {
+                        info!("the state store answers again");
+                    }
+                    return Disposition::Abandon;
+                }
+                Err(e) => {
+                    warn!(error = %crate::error_chain(&e), "the state store still does not answer")
+                }
+            }
+        }
+    }
+
     async fn process_valid<S: EventSink>(&self, command: Command, sink: &S) -> Disposition {
         let id = command.meta.command_id;
         let fingerprint = command.fingerprint();
+        // Held until the delivery is decided: no other replica works on this command meanwhile.
+        let claim = tokio::select! {
+            c = self.ledger.claim(id) => c,
+            _ = self.stop.cancelled() => return Disposition::Abandon,
+        };
+        let _claim = match claim {
+            Ok(c) => c,
+            Err(e) => return self.store_failed("cannot claim the command", &e).await,
+        };
         match self.ledger.completed(id).await {
             Ok(Some(done)) if done.fingerprint.as_ref().is_some_and(|f| *f != fingerprint) => {
                 warn!(
@@ -131,24 +166,33 @@ impl<L: LastPass> Processor<L> {
                 return disposition_for(done.event);
             }
             Ok(None) => {}
-            Err(e) => {
-                error!(error = %e, "cannot read the ledger; giving the delivery back");
-                self.store_health(false);
-                return Disposition::Abandon;
-            }
+            Err(e) => return self.store_failed("cannot read the ledger", &e).await,
         }
         if command.action == Action::Sync {
             return self.process_sync(command, sink).await;
         }
-        let (acted_before, retry) =
-            match tokio::try_join!(self.ledger.had_intent(id), self.ledger.retry_state(id)) {
+        let (intent, retry) =
+            match tokio::try_join!(self.ledger.intent(id), self.ledger.retry_state(id)) {
                 Ok(r) => r,
-                Err(e) => {
-                    error!(error = %e, "cannot read the ledger; giving the delivery back");
-                    self.store_health(false);
-                    return Disposition::Abandon;
-                }
+                Err(e) => return self.store_failed("cannot read the ledger", &e).await,
             };
+        if let Some(intent) = intent
+            && intent.by_another_process
+            && intent.age < self.in_flight_window
+        {
+            // That process (now dead, or cut off) may have a call still on its way to LastPass:
+            // wait until it can no longer land, then look.
+            let wait = self.in_flight_window - intent.age;
+            info!(
+                wait_ms = wait.as_millis() as u64,
+                "another process recorded an intent for this command moments ago; \
+                 waiting until its call can no longer land before looking"
+            );
+            if sleep_unless_cancelled(wait, &self.stop).await {
+                return Disposition::Abandon;
+            }
+        }
+        let acted_before = intent.is_some();
         let round = retry.round;
         let attempts = AtomicU32::new(retry.attempts);
         // Set once an intent is recorded, so that every later attempt knows it may have acted.
@@ -164,12 +208,14 @@ impl<L: LastPass> Processor<L> {
                         &resolution,
                         attempts.load(Ordering::Relaxed),
                     );
-                    if let Err(e) = self.ledger.complete(id, &fingerprint, &event).await {
-                        error!(error = %e, "cannot record the completed command; giving it back");
-                        self.store_health(false);
-                        return Disposition::Abandon;
-                    }
-                    self.store_health(true);
+                    let event = match self.ledger.complete(id, &fingerprint, &event).await {
+                        Ok(recorded) => recorded,
+                        Err(e) => {
+                            return self
+                                .store_failed("cannot record the completed command", &e)
+                                .await;
+                        }
+                    };
                     self.count(command.command_type().as_str(), resolution.outcome.as_str());
                     info!(
                         outcome = resolution.outcome.as_str(),
@@ -180,9 +226,7 @@ impl<L: LastPass> Processor<L> {
                     return disposition_for(event);
                 }
                 Err(StepError::Store(e)) => {
-                    error!(error = %e, "cannot write the ledger; giving the delivery back");
-                    self.store_health(false);
-                    return Disposition::Abandon;
+                    return self.store_failed("cannot write the ledger", &e).await;
                 }
                 Err(StepError::LastPass(LastPassError::Unauthorized)) => {
                     // No command's fault: hold consumption and wait for working credentials.
@@ -211,9 +255,7 @@ impl<L: LastPass> Processor<L> {
                             attempts,
                         };
                         if let Err(e) = self.ledger.set_retry_state(id, Some(next)).await {
-                            error!(error = %e, "cannot record the retry state; giving the delivery back");
-                            self.store_health(false);
-                            return Disposition::Abandon;
+                            return self.store_failed("cannot record the retry state", &e).await;
                         }
                         metrics::counter!(crate::telemetry::DELAYED_RETRIES).increment(1);
                         warn!(error = %e, attempts, round = round + 1, delay_ms = delay.as_millis() as u64,
@@ -239,9 +281,7 @@ impl<L: LastPass> Processor<L> {
                     self.count(command.command_type().as_str(), "failed");
                     // A re-drive from the dead-letter queue starts with a fresh retry budget.
                     if let Err(e) = self.ledger.set_retry_state(id, None).await {
-                        error!(error = %e, "cannot reset the retry state; giving the delivery back");
-                        self.store_health(false);
-                        return Disposition::Abandon;
+                        return self.store_failed("cannot reset the retry state", &e).await;
                     }
                     // Not recorded as completed: a re-drive from the dead-letter queue may retry.
                     return disposition_for(self.events.command_result(
@@ -269,17 +309,14 @@ impl<L: LastPass> Processor<L> {
                         &resolution,
                         attempts.load(Ordering::Relaxed),
                     );
-                    if self
-                        .ledger
-                        .complete(id, &fingerprint, &event)
-                        .await
-                        .is_err()
-                    {
-                        self.store_health(false);
-                        return Disposition::Abandon;
-                    }
                     self.count(command.command_type().as_str(), "failed");
-                    return disposition_for(event);
+                    return match self.ledger.complete(id, &fingerprint, &event).await {
+                        Ok(recorded) => disposition_for(recorded),
+                        Err(e) => {
+                            self.store_failed("cannot record the failed command", &e)
+                                .await
+                        }
+                    };
                 }
             }
         }
@@ -336,25 +373,31 @@ impl<L: LastPass> Processor<L> {
         .await;
         match result {
             Ok(completed) => {
-                if let Err(e) = self
+                let completed = match self
                     .ledger
                     .complete(command.meta.command_id, &command.fingerprint(), &completed)
                     .await
                 {
-                    error!(error = %e, "cannot record the completed sync; giving it back");
-                    self.store_health(false);
-                    return Disposition::Abandon;
-                }
+                    Ok(recorded) => recorded,
+                    Err(e) => {
+                        return self
+                            .store_failed("cannot record the completed sync", &e)
+                            .await;
+                    }
+                };
                 info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "sync complete"
                 );
-                self.store_health(true);
                 self.count("users.sync", "applied");
                 Disposition::Publish(completed)
             }
-            Err(e @ (SyncError::Publish(_) | SyncError::Store(_))) => {
-                error!(error = %e, "sync could not publish or record its events; giving it back");
+            Err(SyncError::Store(e)) => {
+                self.store_failed("the sync could not use the store", &e)
+                    .await
+            }
+            Err(e @ SyncError::Publish(_)) => {
+                error!(error = %e, "sync could not publish its events; giving it back");
                 Disposition::Abandon
             }
             Err(SyncError::LastPass(e)) => {
@@ -448,11 +491,12 @@ mod tests {
             },
             sync: SyncSettings::default(),
             gate: Gate::default(),
-            store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             reload_credentials: Arc::new(move || {
                 r.fetch_add(1, Ordering::Relaxed);
             }),
             stop: CancellationToken::new(),
+            in_flight_window: Duration::from_secs(3),
+            store_ok: Arc::new(AtomicBool::new(true)),
         };
         Setup {
             p,

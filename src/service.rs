@@ -8,13 +8,15 @@ use crate::check::CheckState;
 use crate::config::{Config, ConfigError};
 use crate::event::EventFactory;
 use crate::gate::Gate;
+use crate::health::Health;
 use crate::lastpass::{Client, ClientConfig, LastPassError};
 use crate::processor::Processor;
-use crate::store::{CommandLedger, StoreError};
+use crate::store::{CommandLedger, PgSettings, SnapshotStore, StoreError};
 use crate::sync::SyncSettings;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -51,10 +53,12 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     for item in crate::check::check(&config).await {
         match item.state {
             CheckState::Ok => info!(check = item.what, "{}", item.detail),
-            CheckState::Failing => warn!(
-                check = item.what,
-                "{}; continuing, it is retried", item.detail
-            ),
+            CheckState::Failing => {
+                warn!(
+                    check = item.what,
+                    "{}; continuing, it is retried", item.detail
+                )
+            }
             CheckState::Fatal => {
                 return Err(RunError::Startup(format!("{}: {}", item.what, item.detail)));
             }
@@ -70,8 +74,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         time_zone: config.lastpass_time_zone,
     })
     .map_err(RunError::Client)?;
-    let (ledger, snapshot) =
-        crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
+    let health = Health::default();
+    let gate = Gate::default();
     let listener = crate::http::bind(config.http_addr)
         .await
         .map_err(|source| RunError::Http {
@@ -79,9 +83,23 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
             source,
         })?;
     crate::telemetry::handle();
-    let store_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let gate = Gate::default();
-    let ledger: Arc<dyn CommandLedger> = Arc::new(ledger);
+    let tasks = TaskTracker::new();
+    tasks.spawn(crate::http::serve(
+        listener,
+        crate::http::Endpoints {
+            health: health.clone(),
+            gate: gate.clone(),
+            stop: stop.clone(),
+        },
+    ));
+    let Some((ledger, snapshot)) = open_store(&config, &stop).await? else {
+        info!("stopped before the state store could be opened");
+        tasks.close();
+        tasks.wait().await;
+        return Ok(());
+    };
+    let store_ok = health.store_flag();
+    store_ok.store(true, Ordering::Relaxed);
 
     let reload = {
         let client = client.clone();
@@ -94,16 +112,17 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     let processor = Arc::new(Processor {
         lastpass: Arc::new(client),
         ledger: ledger.clone(),
-        snapshot: Arc::new(snapshot),
+        snapshot,
         events: EventFactory::new(&config.cid),
         retry: config.retry.clone(),
         sync: SyncSettings {
             page_size: config.sync_page_size,
         },
-        gate: gate.clone(),
-        store_ok: store_ok.clone(),
+        gate,
         reload_credentials: reload,
         stop: stop.clone(),
+        in_flight_window: config.lastpass_timeout + IN_FLIGHT_MARGIN,
+        store_ok: store_ok.clone(),
     });
     let settings = AmqpSettings {
         url: config.amqp_url.clone(),
@@ -120,8 +139,9 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         },
         shutdown_grace: config.shutdown_grace,
         sync_interval: config.sync_interval,
+        shared_state: config.state_url.is_some(),
+        health,
     };
-    let (connected, consuming) = watch::channel(false);
 
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -131,18 +151,8 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         api = %config.api_url,
         "starting"
     );
-    let tasks = TaskTracker::new();
     tasks.spawn(prune_periodically(ledger, stop.clone()));
-    tasks.spawn(crate::http::serve(
-        listener,
-        crate::http::Health {
-            consuming,
-            gate,
-            store_ok,
-            stop: stop.clone(),
-        },
-    ));
-    let mut consumer = tasks.spawn(amqp::run(settings, processor, connected));
+    let mut consumer = tasks.spawn(amqp::run(settings, processor));
     tasks.close();
 
     let result = tokio::select! {
@@ -163,6 +173,59 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
     tasks.wait().await;
     info!("stopped");
     result
+}
+
+/// Added to the LastPass timeout: how long after another process recorded an intent its call
+/// may still land.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(2);
+
+type Stores = (Arc<dyn CommandLedger>, Arc<dyn SnapshotStore>);
+
+/// Opens the configured store: the embedded one (an error is fatal), or the shared one in
+/// PostgreSQL, retried with backoff while the database cannot be reached (the replica consumes
+/// nothing meanwhile). `None` if `stop` was cancelled first.
+async fn open_store(config: &Config, stop: &CancellationToken) -> Result<Option<Stores>, RunError> {
+    let Some(url) = &config.state_url else {
+        let (l, s) = crate::store::open_embedded(&config.state_dir, config.ledger_retention)?;
+        info!(
+            state_dir = %config.state_dir.display(),
+            "CONNECTOR_STATE_URL is not set: completed commands are kept in this process's \
+             embedded store and cannot be shared; a second replica on the same queues would \
+             apply again what this one completed. Run replicas with CONNECTOR_STATE_URL."
+        );
+        return Ok(Some((Arc::new(l), Arc::new(s))));
+    };
+    let settings = PgSettings {
+        url: url.clone(),
+        prefix: config.prefix.clone(),
+        retention: config.ledger_retention,
+        concurrency: usize::from(config.concurrency),
+    };
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match crate::store::open_postgres(&settings).await {
+            Ok((l, s)) => {
+                info!("state store: PostgreSQL, shared by every replica of this prefix");
+                return Ok(Some((Arc::new(l), Arc::new(s))));
+            }
+            // A URL the driver refuses, a schema newer than this version: retrying cannot help.
+            Err(e @ StoreError::Schema(_)) => return Err(e.into()),
+            Err(e) => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(15));
+                warn!(error = %crate::error_chain(&e), retry_in_ms = wait.as_millis() as u64,
+                    "the state database cannot be reached; not ready, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
 }
 
 fn consumer_result(r: Result<(), tokio::task::JoinError>) -> Result<(), RunError> {

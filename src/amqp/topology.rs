@@ -2,8 +2,9 @@
 //!
 //! - `P.commands` (topic): routing keys `user.provision`, `user.suspend`, `user.deprovision`,
 //!   `users.sync`, bound to the quorum queues `P.provision`, `P.suspend`, `P.deprovision`,
-//!   `P.sync` (single active consumer). Each has a delivery limit and dead-letters to
-//!   `P.dead-letter` (at-least-once).
+//!   `P.sync`, each with single active consumer (one replica applies commands at a time; the
+//!   broker hands the queue to another when it dies). Each has a delivery limit and
+//!   dead-letters to `P.dead-letter` (at-least-once).
 //! - `P.events` (topic) with alternate exchange `P.events.unrouted` (fanout) into the queue
 //!   `P.events.unrouted`, so an event no queue is bound for is kept, not dropped.
 //! - `P.dead-letter` (quorum queue): invalid and failed commands, unchanged, with reason headers.
@@ -122,7 +123,7 @@ pub async fn declare(ch: &Channel, n: &Names, o: &TopologyOptions) -> lapin::Res
     .await?;
 
     for t in CommandType::ALL {
-        let mut args = vec![
+        let args = vec![
             ("x-queue-type", s("quorum")),
             (
                 "x-delivery-limit",
@@ -132,10 +133,10 @@ pub async fn declare(ch: &Channel, n: &Names, o: &TopologyOptions) -> lapin::Res
             ("x-dead-letter-routing-key", s(&n.dead_letter())),
             ("x-dead-letter-strategy", s("at-least-once")),
             ("x-overflow", s("reject-publish")),
+            // Every command queue, not only the sync's: see the README on replicas, and on
+            // upgrading queues declared before this argument.
+            ("x-single-active-consumer", AMQPValue::Boolean(true)),
         ];
-        if t == CommandType::Sync {
-            args.push(("x-single-active-consumer", AMQPValue::Boolean(true)));
-        }
         ch.queue_declare(n.queue(t).into(), durable_queue(), table(&args))
             .await?;
         ch.queue_bind(

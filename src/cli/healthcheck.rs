@@ -12,6 +12,9 @@ pub struct HealthcheckArgs {
     /// Check `/readyz` instead of `/healthz`.
     #[arg(long)]
     pub ready: bool,
+    /// Probe this URL instead (e.g. the simulator's `/_control/state`).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 pub async fn healthcheck(args: HealthcheckArgs) -> Result<(), ToolFailure> {
@@ -25,8 +28,12 @@ pub async fn healthcheck(args: HealthcheckArgs) -> Result<(), ToolFailure> {
         .timeout(Duration::from_secs(4))
         .build()
         .map_err(|e| ToolFailure::Outcome(format!("HTTP client: {e}")))?;
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}/{path}"));
     let r = client
-        .get(format!("http://{addr}/{path}"))
+        .get(&url)
         .send()
         .await
         .map_err(|e| ToolFailure::Outcome(format!("{addr}: {e}")))?;
@@ -36,6 +43,6 @@ pub async fn healthcheck(args: HealthcheckArgs) -> Result<(), ToolFailure> {
     if status.is_success() {
         Ok(())
     } else {
-        Err(ToolFailure::Outcome(format!("/{path} answered {status}")))
+        Err(ToolFailure::Outcome(format!("{url} answered {status}")))
     }
 }

@@ -3,7 +3,9 @@
 //! snapshot. Every write is a committed, fsynced transaction, so it survives a crash. The
 //! directory is created 0700 and the file 0600: it holds emails and events.
 
-use super::{CommandLedger, Completion, RetryState, SnapshotEntry, SnapshotStore, StoreError};
+use super::{
+    Claim, CommandLedger, Completion, Intent, RetryState, SnapshotEntry, SnapshotStore, StoreError,
+};
 use crate::event::Event;
 use futures_util::future::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -63,6 +65,9 @@ impl Db {
 pub(crate) struct EmbeddedLedger {
     db: Db,
     retention: Duration,
+    /// The intents this process recorded (and has not completed): any other intent in the file
+    /// was recorded by an earlier run.
+    mine: Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
 }
 
 /// The sync snapshot half of the embedded store.
@@ -129,6 +134,7 @@ pub(crate) fn open(
         EmbeddedLedger {
             db: db.clone(),
             retention,
+            mine: Default::default(),
         },
         EmbeddedSnapshot { db },
     ))
@@ -188,20 +194,46 @@ impl CommandLedger for EmbeddedLedger {
     }
 
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.db.blocking(move |db| {
-            let tx = db.begin_write()?;
-            tx.open_table(INTENTS)?
-                .insert(id.to_string().as_str(), now())?;
-            Ok(tx.commit()?)
-        }))
+        Box::pin(async move {
+            self.db
+                .blocking(move |db| {
+                    let tx = db.begin_write()?;
+                    tx.open_table(INTENTS)?
+                        .insert(id.to_string().as_str(), now())?;
+                    Ok(tx.commit()?)
+                })
+                .await?;
+            self.mine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
+            Ok(())
+        })
     }
 
-    fn had_intent(&self, id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>> {
+        let mine = self
+            .mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id);
         Box::pin(self.db.blocking(move |db| {
             let tx = db.begin_read()?;
             let t = tx.open_table(INTENTS)?;
-            Ok(t.get(id.to_string().as_str())?.is_some())
+            Ok(t.get(id.to_string().as_str())?.map(|at| Intent {
+                age: Duration::from_secs(now().saturating_sub(at.value()).max(0) as u64),
+                by_another_process: !mine,
+            }))
         }))
+    }
+
+    fn claim(&self, _id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>> {
+        // The file is locked by this process alone; same-email commands are sequenced in memory.
+        Box::pin(async { Ok(Claim::local()) })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn complete<'a>(
@@ -209,25 +241,45 @@ impl CommandLedger for EmbeddedLedger {
         id: Uuid,
         fingerprint: &'a str,
         event: &'a Event,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'a, Result<Event, StoreError>> {
         let value = serde_json::to_vec(&Completed {
             at: now(),
             event: event.clone(),
             fingerprint: Some(fingerprint.to_string()),
         });
+        let event = event.clone();
         Box::pin(async move {
             let value = value?;
-            self.db
+            let recorded = self
+                .db
                 .blocking(move |db| {
                     let key = id.to_string();
                     let tx = db.begin_write()?;
-                    tx.open_table(COMPLETED)?
-                        .insert(key.as_str(), value.as_slice())?;
+                    let recorded = {
+                        let mut t = tx.open_table(COMPLETED)?;
+                        let earlier = match t.get(key.as_str())? {
+                            Some(v) => Some(serde_json::from_slice::<Completed>(v.value())?.event),
+                            None => None,
+                        };
+                        match earlier {
+                            Some(e) => e,
+                            None => {
+                                t.insert(key.as_str(), value.as_slice())?;
+                                event
+                            }
+                        }
+                    };
                     tx.open_table(INTENTS)?.remove(key.as_str())?;
                     tx.open_table(RETRIES)?.remove(key.as_str())?;
-                    Ok(tx.commit()?)
+                    tx.commit()?;
+                    Ok(recorded)
                 })
-                .await
+                .await?;
+            self.mine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            Ok(recorded)
         })
     }
 
@@ -344,47 +396,6 @@ impl SnapshotStore for EmbeddedSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::AccountStatus;
-
-    fn event(id: Uuid) -> Event {
-        Event::for_tests(id)
-    }
-
-    fn ledger(dir: &Path, retention: Duration) -> EmbeddedLedger {
-        open(dir, retention).unwrap().0
-    }
-
-    #[tokio::test]
-    async fn completed_commands_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4();
-        {
-            let l = ledger(dir.path(), Duration::from_secs(3600));
-            assert_eq!(l.completed(id).await.unwrap(), None);
-            l.record_intent(id).await.unwrap();
-            assert!(l.had_intent(id).await.unwrap());
-            let state = RetryState {
-                round: 2,
-                attempts: 5,
-            };
-            l.set_retry_state(id, Some(state)).await.unwrap();
-            assert_eq!(l.retry_state(id).await.unwrap(), state);
-            l.complete(id, "fp", &event(id)).await.unwrap();
-            assert!(
-                !l.had_intent(id).await.unwrap(),
-                "completion clears the intent"
-            );
-            assert_eq!(
-                l.retry_state(id).await.unwrap(),
-                RetryState::default(),
-                "and the retry state"
-            );
-        }
-        let l = ledger(dir.path(), Duration::from_secs(3600));
-        let c = l.completed(id).await.unwrap().unwrap();
-        assert_eq!(c.event, event(id));
-        assert_eq!(c.fingerprint.as_deref(), Some("fp"));
-    }
 
     #[cfg(unix)]
     #[test]
@@ -396,57 +407,5 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(FILE_NAME)), 0o600);
-    }
-
-    #[tokio::test]
-    async fn pruning_forgets_only_what_is_older_than_the_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4();
-        let keep = ledger(dir.path(), Duration::from_secs(3600));
-        keep.complete(id, "fp", &event(id)).await.unwrap();
-        assert_eq!(keep.prune().await.unwrap(), 0);
-        assert!(keep.completed(id).await.unwrap().is_some());
-        drop(keep);
-        // A retention of zero with a clock a second later forgets it.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        let forget = ledger(dir.path(), Duration::ZERO);
-        assert_eq!(forget.prune().await.unwrap(), 1);
-        assert!(forget.completed(id).await.unwrap().is_none());
-    }
-
-    fn entry(email: &str) -> SnapshotEntry {
-        SnapshotEntry {
-            email: email.into(),
-            status: AccountStatus::Active,
-        }
-    }
-
-    #[tokio::test]
-    async fn staging_replaces_the_snapshot_only_when_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, l) = open(dir.path(), Duration::from_secs(60)).unwrap();
-        l.begin_staging().await.unwrap();
-        l.stage(vec![
-            ("1".into(), entry("a@x.io")),
-            ("2".into(), entry("b@x.io")),
-        ])
-        .await
-        .unwrap();
-        l.commit_staging().await.unwrap();
-        assert_eq!(l.snapshot_len().await.unwrap(), 2);
-
-        // An interrupted sync leaves the snapshot alone.
-        l.begin_staging().await.unwrap();
-        l.stage(vec![("2".into(), entry("b@x.io"))]).await.unwrap();
-        assert_eq!(l.snapshot_len().await.unwrap(), 2);
-        let missing = l.missing_from_staging(None, 10).await.unwrap();
-        assert_eq!(missing, vec![("1".to_string(), entry("a@x.io"))]);
-        // A restart of the sync starts the staging over.
-        l.begin_staging().await.unwrap();
-        assert_eq!(l.missing_from_staging(None, 10).await.unwrap().len(), 2);
-        assert_eq!(
-            l.missing_from_staging(Some("1".into()), 10).await.unwrap(),
-            vec![("2".to_string(), entry("b@x.io"))]
-        );
     }
 }

@@ -1,16 +1,22 @@
 //! The only state: the command ledger (what was completed, with its event; what was about to be
-//! done) and the sync snapshot (the accounts the last complete sync saw). Two traits, so that a
-//! second backend can sit beside the embedded one; [`embedded`] is the default.
+//! done) and the sync snapshot (the accounts the last complete sync saw). Two traits with two
+//! backends: [`embedded`] (one redb file, one process; the default) and [`postgres`] (shared by
+//! every replica, when `CONNECTOR_STATE_URL` is set).
 
 mod embedded;
+mod postgres;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use embedded::open as open_embedded;
+pub(crate) use postgres::{PgSettings, check_url as check_state_url, open as open_postgres};
 
 use crate::event::Event;
 use crate::status::AccountStatus;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// A state store operation failed. Keeps the underlying error as its source.
@@ -40,6 +46,38 @@ pub enum StoreError {
     Codec(#[from] serde_json::Error),
     #[error("the state store's worker thread failed")]
     Worker(#[from] tokio::task::JoinError),
+    #[error("state database: {what}")]
+    Database {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("state database: no connection")]
+    DatabasePool(#[source] deadpool_postgres::PoolError),
+    #[error("state database: {0}")]
+    Schema(String),
+}
+
+/// A record that a mutating call was about to be made for a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Intent {
+    /// How long ago it was recorded (by the store's clock).
+    pub age: Duration,
+    /// Recorded by another process (another replica, or an earlier run of this one), whose
+    /// call may still be in flight.
+    pub by_another_process: bool,
+}
+
+/// Held while a command is processed: no other replica processes the same command id until it
+/// is dropped (or its process dies). Dropping it releases the claim.
+pub(crate) struct Claim(#[allow(dead_code)] Option<Box<dyn Send + Sync>>);
+
+impl Claim {
+    /// A claim that guards nothing beyond this process (the embedded store is single-process,
+    /// and same-email commands are already sequenced in memory).
+    pub fn local() -> Claim {
+        Claim(None)
+    }
 }
 
 /// One account in the sync snapshot.
@@ -74,18 +112,24 @@ pub(crate) struct RetryState {
 pub(crate) trait CommandLedger: Send + Sync + 'static {
     /// A completed command's record, if it completed (and was not pruned).
     fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>>;
+    /// Claims the command id for this process: waits while another process holds it. Only
+    /// one holder at a time per command id (and prefix), across every replica of the store.
+    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>>;
     /// Records, durably, that a mutating call for this command is about to be made.
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Whether an earlier attempt of this command recorded an intent.
-    fn had_intent(&self, id: Uuid) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The intent an earlier attempt of this command recorded, if any.
+    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>>;
     /// Records a command as completed with its event and fingerprint, durably, and clears its
-    /// intent and retry state.
+    /// intent and retry state. If the command is already recorded as completed, the record is
+    /// kept. Returns the event on record, the one to publish.
     fn complete<'a>(
         &'a self,
         id: Uuid,
         fingerprint: &'a str,
         event: &'a Event,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'a, Result<Event, StoreError>>;
+    /// Whether the store answers (for readiness, and to wait out an outage).
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The command's retry state (zero when it has none).
     fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>>;
     /// Records the command's retry state durably; `None` forgets it (a fresh start).

@@ -9,6 +9,7 @@ mod deploy;
 mod hostile;
 mod http;
 mod process;
+mod replicas;
 mod schemas;
 mod support;
 mod sync;

@@ -30,6 +30,7 @@ pub(super) async fn dispatch<L: LastPass>(
     let broken = CancellationToken::new();
     let mut sequencer = Sequencer::new();
     let mut paused = false;
+    let mut active = std::collections::HashSet::new();
     loop {
         reap(tasks)?;
         if broken.is_cancelled() {
@@ -70,6 +71,13 @@ pub(super) async fn dispatch<L: LastPass>(
             Some((_, Err(err))) => return Err(SessionError::Delivery(err)),
             Some((q, Ok(d))) => (q, d),
         };
+        if active.insert(queue) {
+            // Single active consumer: the broker hands a queue's deliveries to one consumer at
+            // a time, and tells it nothing else; the first delivery is the sign.
+            s.health.set_active(queue, true);
+            info!(queue = %s.names.queue(queue),
+                "this replica is now the active consumer of the queue");
+        }
         let incoming = Incoming {
             body: delivery.data.clone(),
             queue,

@@ -17,7 +17,6 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{Connection, ConnectionProperties};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,6 +32,11 @@ pub(crate) struct AmqpSettings {
     pub shutdown_grace: Duration,
     /// Publish a `users.sync` command this often.
     pub sync_interval: Option<Duration>,
+    /// Whether completions are shared with other replicas (`CONNECTOR_STATE_URL`): if not, a
+    /// replica that finds another consumer on its queues warns.
+    pub shared_state: bool,
+    /// Readiness as `/readyz` reports it.
+    pub health: crate::health::Health,
 }
 
 /// Why a session with the broker ended, other than a requested stop.
@@ -40,6 +44,13 @@ pub(crate) struct AmqpSettings {
 pub(crate) enum SessionError {
     #[error("cannot connect to RabbitMQ")]
     Connect(#[source] lapin::Error),
+    #[error(
+        "a queue of this prefix exists with other arguments than this version declares \
+         (RabbitMQ: {reason}). The user-command queues now have single active consumer, which \
+         RabbitMQ cannot add to an existing queue: migrate them as the README's \"Upgrading \
+         queues to single active consumer\" says, or use a new CONNECTOR_PREFIX"
+    )]
+    QueueArguments { reason: String },
     #[error("setting up the session failed: {what}")]
     Setup {
         what: &'static str,
@@ -58,11 +69,7 @@ pub(crate) enum SessionError {
 
 /// Runs until `stop` is cancelled; reconnects on its own. Returns when every in-flight delivery
 /// is settled or given back.
-pub(crate) async fn run<L: LastPass>(
-    settings: AmqpSettings,
-    processor: Arc<Processor<L>>,
-    connected: watch::Sender<bool>,
-) {
+pub(crate) async fn run<L: LastPass>(settings: AmqpSettings, processor: Arc<Processor<L>>) {
     let stop = processor.stop.clone();
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -71,8 +78,8 @@ pub(crate) async fn run<L: LastPass>(
         .without_max_times()
         .build();
     while !stop.is_cancelled() {
-        let end = session(&settings, &processor, &connected, &stop).await;
-        connected.send_replace(false);
+        let end = session(&settings, &processor, &stop).await;
+        settings.health.set_connected(false);
         let Err(why) = end else { return };
         metrics::counter!(crate::telemetry::RECONNECTS).increment(1);
         let wait = backoff.next().unwrap_or(Duration::from_secs(15));
@@ -90,7 +97,6 @@ pub(crate) async fn run<L: LastPass>(
 async fn session<L: LastPass>(
     s: &AmqpSettings,
     processor: &Arc<Processor<L>>,
-    connected: &watch::Sender<bool>,
     stop: &CancellationToken,
 ) -> Result<(), SessionError> {
     let conn = Connection::connect(
@@ -101,8 +107,9 @@ async fn session<L: LastPass>(
     .map_err(SessionError::Connect)?;
     let result = async {
         let mut session = setup::open(s, &conn).await?;
-        connected.send_replace(true);
-        info!(prefix = %s.names.prefix, connection = %s.connection_name, "consuming");
+        s.health.set_connected(true);
+        info!(prefix = %s.names.prefix, connection = %s.connection_name,
+            "consuming (standby until the broker makes this replica the active consumer)");
         debug_panic_hook();
         let ticker = s.sync_interval.map(|every| {
             tokio::spawn(schedule::scheduled_syncs(

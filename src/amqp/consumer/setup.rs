@@ -9,7 +9,9 @@ use crate::command::CommandType;
 use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll, select_all};
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::sync::Arc;
@@ -29,12 +31,55 @@ fn setup(what: &'static str) -> impl FnOnce(lapin::Error) -> SessionError {
     move |source| SessionError::Setup { what, source }
 }
 
+/// The broker's reason when a queue exists with other arguments (406 PRECONDITION_FAILED,
+/// "inequivalent arg").
+fn inequivalent_arguments(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if amqp.get_id() == 406 && amqp.get_message().as_str().contains("inequivalent arg") =>
+        {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Without a shared store, a second replica cannot see what the first completed: say so when
+/// another consumer is already on the queues.
+async fn warn_if_not_alone(ch: &Channel, names: &crate::amqp::Names) {
+    let q = names.queue(CommandType::Provision);
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    if let Ok(queue) = ch
+        .queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        && queue.consumer_count() > 0
+    {
+        tracing::warn!(queue = %q, consumers = queue.consumer_count(),
+            "another replica already consumes these queues, and CONNECTOR_STATE_URL is not set: \
+             this replica cannot share completions with it (each keeps its own ledger), so a \
+             command one completed can be applied again by the other. Give every replica the \
+             same CONNECTOR_STATE_URL.");
+    }
+}
+
 pub(super) async fn open(s: &AmqpSettings, conn: &Connection) -> Result<Session, SessionError> {
     let names = Arc::new(s.names.clone());
     let topo = conn.create_channel().await.map_err(setup("channel"))?;
-    topology::declare(&topo, &names, &s.topology)
-        .await
-        .map_err(setup("declaring the topology"))?;
+    if let Err(e) = topology::declare(&topo, &names, &s.topology).await {
+        return Err(match inequivalent_arguments(&e) {
+            Some(reason) => SessionError::QueueArguments { reason },
+            None => SessionError::Setup {
+                what: "declaring the topology",
+                source: e,
+            },
+        });
+    }
+    if !s.shared_state {
+        warn_if_not_alone(&topo, &names).await;
+    }
     let _ = topo.close(200, "declared".into()).await;
 
     let pub_ch = conn.create_channel().await.map_err(setup("channel"))?;

@@ -1,6 +1,7 @@
 //! Shared test support: the real RabbitMQ under a random prefix, an event tap, the connector run
 //! in process, and cleanup that leaves nothing behind (even when a test panics).
 
+pub mod pg;
 pub mod schemas;
 pub mod simulator;
 
@@ -399,6 +400,14 @@ impl Tap {
                 ),
             }
         }
+    }
+
+    /// The next event, or `None` if none arrives within `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<Value> {
+        if let Some(v) = self.buffer.pop_front() {
+            return Some(v);
+        }
+        self.read(Instant::now() + timeout).await
     }
 
     /// Asserts that no event arrives for `quiet`.

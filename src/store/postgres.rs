@@ -1,0 +1,695 @@
+//! The shared store in PostgreSQL (`CONNECTOR_STATE_URL`): the same ledger and snapshot as the
+//! embedded store, in tables every replica of a prefix reads and writes, so a command completed
+//! by one replica is a completed command for all of them.
+//!
+//! - Every table has a `prefix` column: several prefixes (deployments) share one database.
+//! - The schema is created and migrated at start by versioned migrations in one transaction
+//!   under an advisory lock, so two replicas starting at once apply each migration once.
+//! - Times are the database's (`now()`), so replicas with skewed clocks agree on ages.
+//! - A command is claimed with a session-level advisory lock held on a dedicated connection for
+//!   as long as the command is processed: a second replica waits for it, and the lock goes
+//!   with the connection when the holder dies.
+//! - TLS (rustls with the platform's roots) when the URL says `sslmode=require`.
+
+use super::{
+    Claim, CommandLedger, Completion, Intent, RetryState, SnapshotEntry, SnapshotStore, StoreError,
+};
+use crate::event::Event;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tracing::info;
+use uuid::Uuid;
+
+/// What opening the shared store needs.
+#[derive(Clone)]
+pub(crate) struct PgSettings {
+    /// `postgres://…` (it may hold a password).
+    pub url: SecretString,
+    pub prefix: String,
+    pub retention: Duration,
+    /// Commands processed at once: each holds one claim connection.
+    pub concurrency: usize,
+}
+
+/// The schema, version by version. A migration is never edited once released: add one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "ledger and sync snapshot",
+    r#"
+CREATE TABLE lpc_completed (
+    prefix      text        NOT NULL,
+    command_id  uuid        NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now(),
+    fingerprint text,
+    event       text        NOT NULL,
+    PRIMARY KEY (prefix, command_id)
+);
+CREATE INDEX lpc_completed_at ON lpc_completed (prefix, at);
+CREATE TABLE lpc_intents (
+    prefix     text        NOT NULL,
+    command_id uuid        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    owner      text        NOT NULL,
+    PRIMARY KEY (prefix, command_id)
+);
+CREATE TABLE lpc_retries (
+    prefix     text        NOT NULL,
+    command_id uuid        NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    round      integer     NOT NULL,
+    attempts   integer     NOT NULL,
+    PRIMARY KEY (prefix, command_id)
+);
+CREATE TABLE lpc_snapshot (
+    prefix text             NOT NULL,
+    uid    text COLLATE "C" NOT NULL,
+    entry  text             NOT NULL,
+    PRIMARY KEY (prefix, uid)
+);
+CREATE TABLE lpc_snapshot_staging (
+    prefix text             NOT NULL,
+    uid    text COLLATE "C" NOT NULL,
+    entry  text             NOT NULL,
+    PRIMARY KEY (prefix, uid)
+);
+"#,
+)];
+
+#[cfg(test)]
+pub(crate) fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The advisory lock that serialises migrations ("lpc_migr").
+const MIGRATION_LOCK: i64 = 0x6c70_635f_6d69_6772;
+
+/// How often a claim held by another replica is tried again.
+const CLAIM_POLL: Duration = Duration::from_millis(200);
+
+/// Checks that `url` is a PostgreSQL URL the driver accepts, before anything connects. The
+/// reason never repeats the URL (it may hold a password).
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("it must start with postgres:// or postgresql://".into());
+    }
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    if config.get_hosts().is_empty() {
+        return Err("it names no host".into());
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    // A replica that loses its database quietly (no RST) finds out within a minute, and a
+    // claim it held is released by the server as soon as the server notices.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(15));
+    Ok(config)
+}
+
+fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
+    move |source| StoreError::Database { what, source }
+}
+
+fn build_pool(
+    config: tokio_postgres::Config,
+    size: usize,
+    recycling_method: RecyclingMethod,
+) -> Result<Pool, StoreError> {
+    let mc = ManagerConfig { recycling_method };
+    let manager = if matches!(config.get_ssl_mode(), SslMode::Require) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        use rustls_platform_verifier::ConfigVerifierExt;
+        let tls = rustls::ClientConfig::with_platform_verifier()
+            .map_err(|e| StoreError::Schema(format!("cannot set up TLS: {e}")))?;
+        Manager::from_config(
+            config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            mc,
+        )
+    } else {
+        // sslmode=disable or prefer: plain TCP (TLS only when the URL requires it).
+        Manager::from_config(config, NoTls, mc)
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Schema(format!("cannot build the connection pool: {e}")))
+}
+
+struct Shared {
+    pool: Pool,
+    /// Connections that hold claims (advisory locks), one per command in flight.
+    claims: Pool,
+    prefix: String,
+    /// This process, as recorded with its intents.
+    owner: String,
+}
+
+impl Shared {
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(StoreError::DatabasePool)
+    }
+}
+
+/// The command ledger half of the shared store.
+#[derive(Clone)]
+pub(crate) struct PgLedger {
+    s: Arc<Shared>,
+    retention: Duration,
+}
+
+/// The sync snapshot half of the shared store.
+#[derive(Clone)]
+pub(crate) struct PgSnapshot {
+    s: Arc<Shared>,
+}
+
+/// Connects, creates or migrates the schema, and returns the two halves. Fails (for the caller
+/// to retry) when the database cannot be reached.
+pub(crate) async fn open(settings: &PgSettings) -> Result<(PgLedger, PgSnapshot), StoreError> {
+    let mut config = parse_url(settings.url.expose_secret()).map_err(StoreError::Schema)?;
+    if config.get_application_name().is_none() {
+        config.application_name(format!("lastpass-connector {}", settings.prefix));
+    }
+    let pool = build_pool(
+        config.clone(),
+        settings.concurrency.clamp(1, 8) + 2,
+        RecyclingMethod::Fast,
+    )?;
+    // Should a claim's unlock have been lost, the next user of the connection starts clean.
+    let claims = build_pool(
+        config,
+        settings.concurrency + 1,
+        RecyclingMethod::Custom("SELECT pg_advisory_unlock_all()".into()),
+    )?;
+    migrate(&pool).await?;
+    let s = Arc::new(Shared {
+        pool,
+        claims,
+        prefix: settings.prefix.clone(),
+        owner: format!(
+            "{} pid {} {}",
+            hostname(),
+            std::process::id(),
+            Uuid::new_v4().simple()
+        ),
+    });
+    Ok((
+        PgLedger {
+            s: s.clone(),
+            retention: settings.retention,
+        },
+        PgSnapshot { s },
+    ))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(StoreError::DatabasePool)?;
+    let tx = client.transaction().await.map_err(db("begin"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db("locking for migrations"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS lpc_schema_migrations (
+            version     integer     PRIMARY KEY,
+            description text        NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(db("creating lpc_schema_migrations"))?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM lpc_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(db("reading the schema version"))?
+        .get(0);
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Schema(format!(
+            "the schema is at version {current}, newer than this connector knows ({latest}): \
+             a newer connector migrated it; run that version"
+        )));
+    }
+    for (version, description, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(db("applying a migration"))?;
+        tx.execute(
+            "INSERT INTO lpc_schema_migrations (version, description) VALUES ($1, $2)",
+            &[version, description],
+        )
+        .await
+        .map_err(db("recording a migration"))?;
+        info!(version, description, "state database migrated");
+    }
+    tx.commit().await.map_err(db("committing migrations"))
+}
+
+/// The advisory lock key of a command id under a prefix.
+fn lock_key(prefix: &str, id: Uuid) -> i64 {
+    let name = Uuid::new_v5(&id, prefix.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&name.as_bytes()[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// A held claim: the connection holding the advisory lock. Dropping it unlocks (or, failing
+/// that, closes the connection, which unlocks too).
+struct PgClaim {
+    client: Option<Object>,
+    key: i64,
+}
+
+impl Drop for PgClaim {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let key = self.key;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if client
+                        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                        .await
+                        .is_err()
+                    {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl CommandLedger for PgLedger {
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT event, fingerprint FROM lpc_completed \
+                     WHERE prefix = $1 AND command_id = $2",
+                    &[&self.s.prefix, &id],
+                )
+                .await
+                .map_err(db("reading a completion"))?;
+            match row {
+                Some(row) => Ok(Some(Completion {
+                    event: serde_json::from_str(row.get::<_, &str>(0))?,
+                    fingerprint: row.get(1),
+                })),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            let key = lock_key(&self.s.prefix, id);
+            let client = self
+                .s
+                .claims
+                .get()
+                .await
+                .map_err(StoreError::DatabasePool)?;
+            let mut waiting = false;
+            loop {
+                let got: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                    .await
+                    .map_err(db("claiming a command"))?
+                    .get(0);
+                if got {
+                    return Ok(Claim(Some(Box::new(PgClaim {
+                        client: Some(client),
+                        key,
+                    }))));
+                }
+                if !waiting {
+                    waiting = true;
+                    info!("another replica is processing this command; waiting for it");
+                }
+                tokio::time::sleep(CLAIM_POLL).await;
+            }
+        })
+    }
+
+    fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            c.execute(
+                "INSERT INTO lpc_intents (prefix, command_id, at, owner) \
+                 VALUES ($1, $2, now(), $3) \
+                 ON CONFLICT (prefix, command_id) DO UPDATE SET at = now(), owner = excluded.owner",
+                &[&self.s.prefix, &id, &self.s.owner],
+            )
+            .await
+            .map_err(db("recording an intent"))?;
+            Ok(())
+        })
+    }
+
+    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT owner <> $3, extract(epoch FROM now() - at)::float8 \
+                     FROM lpc_intents WHERE prefix = $1 AND command_id = $2",
+                    &[&self.s.prefix, &id, &self.s.owner],
+                )
+                .await
+                .map_err(db("reading an intent"))?;
+            Ok(row.map(|row| Intent {
+                by_another_process: row.get(0),
+                age: Duration::try_from_secs_f64(row.get::<_, f64>(1).max(0.0))
+                    .unwrap_or(Duration::MAX),
+            }))
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        id: Uuid,
+        fingerprint: &'a str,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<Event, StoreError>> {
+        Box::pin(async move {
+            let value = serde_json::to_string(event)?;
+            let mut c = self.s.client().await?;
+            let tx = c.transaction().await.map_err(db("begin"))?;
+            let p = &self.s.prefix;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO lpc_completed (prefix, command_id, at, fingerprint, event) \
+                     VALUES ($1, $2, now(), $3, $4) ON CONFLICT (prefix, command_id) DO NOTHING",
+                    &[p, &id, &fingerprint, &value],
+                )
+                .await
+                .map_err(db("recording a completion"))?;
+            let recorded = if inserted == 1 {
+                event.clone()
+            } else {
+                let row = tx
+                    .query_one(
+                        "SELECT event FROM lpc_completed WHERE prefix = $1 AND command_id = $2",
+                        &[p, &id],
+                    )
+                    .await
+                    .map_err(db("reading a completion"))?;
+                serde_json::from_str(row.get::<_, &str>(0))?
+            };
+            for sql in [
+                "DELETE FROM lpc_intents WHERE prefix = $1 AND command_id = $2",
+                "DELETE FROM lpc_retries WHERE prefix = $1 AND command_id = $2",
+            ] {
+                tx.execute(sql, &[p, &id])
+                    .await
+                    .map_err(db("clearing an intent"))?;
+            }
+            tx.commit().await.map_err(db("committing a completion"))?;
+            Ok(recorded)
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            c.simple_query("SELECT 1")
+                .await
+                .map_err(db("checking the connection"))?;
+            Ok(())
+        })
+    }
+
+    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let row = c
+                .query_opt(
+                    "SELECT round, attempts FROM lpc_retries WHERE prefix = $1 AND command_id = $2",
+                    &[&self.s.prefix, &id],
+                )
+                .await
+                .map_err(db("reading a retry state"))?;
+            Ok(row.map_or_else(RetryState::default, |row| RetryState {
+                round: row.get::<_, i32>(0).max(0) as u32,
+                attempts: row.get::<_, i32>(1).max(0) as u32,
+            }))
+        })
+    }
+
+    fn set_retry_state(
+        &self,
+        id: Uuid,
+        state: Option<RetryState>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let p = &self.s.prefix;
+            match state {
+                Some(s) => {
+                    let round = i32::try_from(s.round).unwrap_or(i32::MAX);
+                    let attempts = i32::try_from(s.attempts).unwrap_or(i32::MAX);
+                    c.execute(
+                        "INSERT INTO lpc_retries (prefix, command_id, at, round, attempts) \
+                         VALUES ($1, $2, now(), $3, $4) ON CONFLICT (prefix, command_id) \
+                         DO UPDATE SET at = now(), round = excluded.round, attempts = excluded.attempts",
+                        &[p, &id, &round, &attempts],
+                    )
+                    .await
+                }
+                None => {
+                    c.execute(
+                        "DELETE FROM lpc_retries WHERE prefix = $1 AND command_id = $2",
+                        &[p, &id],
+                    )
+                    .await
+                }
+            }
+            .map_err(db("writing a retry state"))?;
+            Ok(())
+        })
+    }
+
+    fn prune(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let retention = secs(self.retention);
+            let mut removed = 0;
+            for sql in [
+                "DELETE FROM lpc_completed WHERE prefix = $1 AND at < now() - $2 * interval '1 second'",
+                "DELETE FROM lpc_intents WHERE prefix = $1 AND at < now() - $2 * interval '1 second'",
+                "DELETE FROM lpc_retries WHERE prefix = $1 AND at < now() - $2 * interval '1 second'",
+            ] {
+                removed += c
+                    .execute(sql, &[&self.s.prefix, &retention])
+                    .await
+                    .map_err(db("pruning"))?;
+            }
+            Ok(removed)
+        })
+    }
+}
+
+impl SnapshotStore for PgSnapshot {
+    fn snapshot_len(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let n: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM lpc_snapshot WHERE prefix = $1",
+                    &[&self.s.prefix],
+                )
+                .await
+                .map_err(db("counting the snapshot"))?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn begin_staging(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            c.execute(
+                "DELETE FROM lpc_snapshot_staging WHERE prefix = $1",
+                &[&self.s.prefix],
+            )
+            .await
+            .map_err(db("emptying the staging snapshot"))?;
+            Ok(())
+        })
+    }
+
+    fn stage(
+        &self,
+        entries: Vec<(String, SnapshotEntry)>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // One statement per page; a uid twice in a page keeps its last entry.
+            let mut page = BTreeMap::new();
+            for (uid, e) in entries {
+                page.insert(uid, serde_json::to_string(&e)?);
+            }
+            let (uids, values): (Vec<String>, Vec<String>) = page.into_iter().unzip();
+            let c = self.s.client().await?;
+            c.execute(
+                "INSERT INTO lpc_snapshot_staging (prefix, uid, entry) \
+                 SELECT $1, u, e FROM unnest($2::text[], $3::text[]) AS t(u, e) \
+                 ON CONFLICT (prefix, uid) DO UPDATE SET entry = excluded.entry",
+                &[&self.s.prefix, &uids, &values],
+            )
+            .await
+            .map_err(db("staging a page"))?;
+            Ok(())
+        })
+    }
+
+    fn missing_from_staging(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, SnapshotEntry)>, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = c
+                .query(
+                    "SELECT s.uid, s.entry FROM lpc_snapshot s \
+                     WHERE s.prefix = $1 AND ($2::text IS NULL OR s.uid > $2) \
+                     AND NOT EXISTS (SELECT 1 FROM lpc_snapshot_staging t \
+                                     WHERE t.prefix = $1 AND t.uid = s.uid) \
+                     ORDER BY s.uid LIMIT $3",
+                    &[&self.s.prefix, &after, &limit],
+                )
+                .await
+                .map_err(db("comparing the snapshots"))?;
+            rows.iter()
+                .map(|row| {
+                    let entry: SnapshotEntry = serde_json::from_str(row.get::<_, &str>(1))?;
+                    Ok((row.get::<_, String>(0), entry))
+                })
+                .collect()
+        })
+    }
+
+    fn commit_staging(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut c = self.s.client().await?;
+            let tx = c.transaction().await.map_err(db("begin"))?;
+            let p = &self.s.prefix;
+            for sql in [
+                "DELETE FROM lpc_snapshot WHERE prefix = $1",
+                "INSERT INTO lpc_snapshot (prefix, uid, entry) \
+                 SELECT prefix, uid, entry FROM lpc_snapshot_staging WHERE prefix = $1",
+                "DELETE FROM lpc_snapshot_staging WHERE prefix = $1",
+            ] {
+                tx.execute(sql, &[p])
+                    .await
+                    .map_err(db("replacing the snapshot"))?;
+            }
+            tx.commit().await.map_err(db("committing the snapshot"))
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_db {
+    //! A database of its own for one test, on the machine's PostgreSQL, dropped afterwards.
+
+    use secrecy::SecretString;
+
+    /// The server the tests use: `CONNECTOR_TEST_DATABASE_URL`, or the local one.
+    pub fn server_url() -> String {
+        std::env::var("CONNECTOR_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    pub struct TestDb {
+        pub name: String,
+    }
+
+    impl TestDb {
+        pub async fn create() -> TestDb {
+            let name = format!(
+                "lpc_test_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let (client, conn) = match tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => panic!(
+                    "PostgreSQL is not reachable at {} ({e}). These tests need it: start it with \
+                     `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                     (apt-get install postgresql), or point CONNECTOR_TEST_DATABASE_URL at one.",
+                    server_url()
+                ),
+            };
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create the test database");
+            TestDb { name }
+        }
+
+        pub fn url(&self) -> SecretString {
+            let base = server_url();
+            let cut = base.rfind('/').expect("a database in the URL");
+            SecretString::from(format!("{}/{}", &base[..cut], self.name))
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&server_url(), tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
