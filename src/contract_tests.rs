@@ -294,6 +294,7 @@ impl Harness {
         let incoming = Incoming {
             body: serde_json::to_vec(command).unwrap(),
             queue,
+            trace: None,
         };
         let result = match self
             .processor

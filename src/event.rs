@@ -1,6 +1,6 @@
 //! Result events: CloudEvents 1.0 in structured JSON mode, with deterministic ids.
 
-use crate::command::{Command, CommandType, RejectCode, Rejection};
+use crate::command::{Command, CommandType, RejectCode, Rejection, TraceContext};
 use crate::status::AccountStatus;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,9 @@ pub(crate) struct Event {
     pub correlation_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The command's trace context, also set as AMQP headers on the published event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 #[cfg(test)]
@@ -106,6 +109,7 @@ impl Event {
             body: "{}".into(),
             correlation_id: None,
             error: None,
+            trace: None,
         }
     }
 }
@@ -151,6 +155,11 @@ struct CloudEvent<'a, D: Serialize> {
     /// Omitted when there is none: the CloudEvents schema allows no `null` here.
     #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<&'a str>,
+    /// The CloudEvents distributed-tracing extension, from the command's trace context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
     time: String,
     datacontenttype: &'static str,
     data: D,
@@ -315,6 +324,7 @@ impl EventFactory {
         id: Uuid,
         subject: Option<&str>,
         correlation_id: Option<&str>,
+        trace: Option<&TraceContext>,
         data: D,
     ) -> Event {
         let ce = CloudEvent {
@@ -323,6 +333,8 @@ impl EventFactory {
             source: &self.source,
             ty: format!("{TYPE_PREFIX}{kind}"),
             subject: subject.filter(|s| !s.is_empty()),
+            traceparent: trace.map(|t| t.traceparent.as_str()),
+            tracestate: trace.and_then(|t| t.tracestate.as_deref()),
             time: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             datacontenttype: "application/json",
             data,
@@ -333,6 +345,7 @@ impl EventFactory {
             body: serde_json::to_string(&ce).expect("events always serialize"),
             correlation_id: correlation_id.map(str::to_string),
             error: None,
+            trace: trace.cloned(),
         }
     }
 
@@ -361,7 +374,14 @@ impl EventFactory {
             attempts,
             error: r.error.as_ref(),
         };
-        let mut event = self.build(kind, id, email, cmd.meta.correlation_id.as_deref(), data);
+        let mut event = self.build(
+            kind,
+            id,
+            email,
+            cmd.meta.correlation_id.as_deref(),
+            cmd.meta.trace.as_ref(),
+            data,
+        );
         event.error = r.error.clone();
         event
     }
@@ -395,6 +415,7 @@ impl EventFactory {
             id,
             r.email.as_deref(),
             r.correlation_id.as_deref(),
+            r.trace.as_ref(),
             data,
         );
         event.error = Some(error);

@@ -510,6 +510,7 @@ mod tests {
         Prepared::parse(Incoming {
             body: body.to_string().into_bytes(),
             queue: CommandType::parse(kind).unwrap(),
+            trace: None,
         })
     }
 
@@ -651,6 +652,7 @@ mod tests {
                 Prepared::parse(Incoming {
                     body: b"{".to_vec(),
                     queue: CommandType::Suspend,
+                    trace: None,
                 }),
                 &NoSink,
             )

@@ -104,6 +104,7 @@ fn synced_event(events: &EventFactory, meta: &Meta, user: &User) -> Event {
         event_id(&format!("{}/{}", meta.command_id, user.uid)),
         Some(&user.email),
         meta.correlation_id.as_deref(),
+        meta.trace.as_ref(),
         data,
     )
 }
@@ -126,6 +127,7 @@ fn gone_event(events: &EventFactory, meta: &Meta, uid: &str, email: &str) -> Eve
         event_id(&format!("{}/{uid}", meta.command_id)),
         Some(email),
         meta.correlation_id.as_deref(),
+        meta.trace.as_ref(),
         data,
     )
 }
@@ -271,6 +273,7 @@ pub(crate) async fn run<L: LastPass, S: EventSink>(
         crate::event::result_event_id(meta.command_id, EventKind::SyncCompleted),
         None,
         meta.correlation_id.as_deref(),
+        meta.trace.as_ref(),
         done,
     ))
 }
@@ -304,6 +307,7 @@ mod tests {
             requested_by: None,
             reason: None,
             requested_at: None,
+            trace: None,
         }
     }
 

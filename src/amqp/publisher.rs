@@ -140,6 +140,14 @@ impl Publisher {
             .with_timestamp(now_ms() / 1000);
         // The AMQP property is a short string (255 bytes at most); a longer correlation id is
         // still in the event's data, just not in the property.
+        if let Some(t) = &e.trace {
+            let mut h = FieldTable::default();
+            h.insert("traceparent".into(), text(&t.traceparent));
+            if let Some(ts) = &t.tracestate {
+                h.insert("tracestate".into(), text(ts));
+            }
+            p = p.with_headers(h);
+        }
         if let Some(c) = e
             .correlation_id
             .as_deref()

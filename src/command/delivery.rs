@@ -1,7 +1,7 @@
 //! A delivery as the processor sees it: the body, the queue it came from and its retry state,
 //! parsed once into a valid command or a rejection.
 
-use super::{Command, CommandType, Rejection};
+use super::{Command, CommandType, Rejection, TraceContext};
 use tracing::info_span;
 
 /// A delivery, before parsing. Only the body and the queue count: no header steers the
@@ -11,6 +11,8 @@ pub(crate) struct Incoming {
     pub body: Vec<u8>,
     /// The queue it arrived on.
     pub queue: CommandType,
+    /// Its W3C trace context headers, when well-formed.
+    pub trace: Option<TraceContext>,
 }
 
 /// A parsed delivery, ready to be sequenced and processed.
@@ -22,11 +24,17 @@ pub(crate) enum Prepared {
 impl Prepared {
     pub fn parse(incoming: Incoming) -> Prepared {
         match Command::parse(&incoming.body, incoming.queue) {
-            Ok(command) => Prepared::Valid { command },
-            Err(rejection) => Prepared::Invalid {
-                rejection,
-                body: incoming.body,
-            },
+            Ok(mut command) => {
+                command.meta.trace = incoming.trace;
+                Prepared::Valid { command }
+            }
+            Err(mut rejection) => {
+                rejection.trace = incoming.trace;
+                Prepared::Invalid {
+                    rejection,
+                    body: incoming.body,
+                }
+            }
         }
     }
 
@@ -41,13 +49,18 @@ impl Prepared {
                     .unwrap_or_default(),
                 correlation_id = rejection.correlation_id.as_deref().unwrap_or(""),
                 email = rejection.email.as_deref().unwrap_or(""),
-                command_type = rejection.command_type.as_deref().unwrap_or("")
+                command_type = rejection.command_type.as_deref().unwrap_or(""),
+                traceparent = rejection
+                    .trace
+                    .as_ref()
+                    .map_or("", |t| t.traceparent.as_str())
             ),
             Prepared::Valid { command, .. } => info_span!("command",
                 command_id = %command.meta.command_id,
                 correlation_id = command.meta.correlation_id.as_deref().unwrap_or(""),
                 email = command.email().map(|e| e.as_str()).unwrap_or(""),
-                command_type = command.command_type().as_str()),
+                command_type = command.command_type().as_str(),
+                traceparent = command.meta.trace.as_ref().map_or("", |t| t.traceparent.as_str())),
         }
     }
 

@@ -78,6 +78,49 @@ impl fmt::Display for CommandType {
     }
 }
 
+/// W3C trace context of a command (its `traceparent` and `tracestate` AMQP headers), carried to
+/// every event it produces and into its log lines, so a workflow's trace continues through the
+/// connector. Only well-formed values are kept; anything else is ignored, never an error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceContext {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// `traceparent` must be `version-traceid-parentid-flags` in lower-case hex (55 characters
+    /// for version 00), with neither id all zeros; `tracestate` at most 512 printable ASCII
+    /// characters (else dropped).
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<TraceContext> {
+        let parts: Vec<&str> = traceparent.trim().split('-').collect();
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let [version, trace_id, parent_id, flags] = parts.as_slice() else {
+            return None;
+        };
+        let ok = hex(version, 2)
+            && *version != "ff"
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && hex(flags, 2);
+        ok.then(|| TraceContext {
+            traceparent: traceparent.trim().to_string(),
+            tracestate: tracestate
+                .map(str::trim)
+                .filter(|t| {
+                    !t.is_empty() && t.len() <= 512 && t.bytes().all(|b| (0x20..0x7f).contains(&b))
+                })
+                .map(str::to_string),
+        })
+    }
+}
+
 /// The fields every command carries, copied into its events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
@@ -87,6 +130,8 @@ pub struct Meta {
     pub reason: Option<String>,
     /// RFC 3339, as sent.
     pub requested_at: Option<String>,
+    /// From the delivery's headers, not the body.
+    pub trace: Option<TraceContext>,
 }
 
 /// What a command asks for.
@@ -244,6 +289,7 @@ fn parse_object(obj: &Map<String, Value>, queue_type: CommandType) -> Result<Com
     }
     let meta = Meta {
         command_id,
+        trace: None,
         correlation_id: optional_text(obj, "correlation_id")?,
         requested_by: optional_text(obj, "requested_by")?,
         reason: optional_text(obj, "reason")?,
@@ -542,6 +588,8 @@ pub struct Rejection {
     pub command_type: Option<String>,
     pub correlation_id: Option<String>,
     pub email: Option<String>,
+    /// From the delivery's headers.
+    pub trace: Option<TraceContext>,
 }
 
 impl Rejection {
@@ -558,6 +606,7 @@ impl Rejection {
             command_type: Some(command.command_type().as_str().to_string()),
             correlation_id: command.meta.correlation_id.clone(),
             email: command.email().map(|e| e.to_string()),
+            trace: command.meta.trace.clone(),
         }
     }
 
@@ -569,6 +618,7 @@ impl Rejection {
             command_type: None,
             correlation_id: None,
             email: None,
+            trace: None,
         }
     }
 }

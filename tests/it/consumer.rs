@@ -784,3 +784,40 @@ async fn a_long_correlation_id_is_carried_without_breaking_the_publish() {
     assert_eq!(data(&ev)["correlation_id"], long.as_str());
     running.stop().await;
 }
+
+/// A command's W3C trace context reaches its event, as CloudEvents attributes and AMQP headers.
+#[tokio::test]
+async fn a_commands_traceparent_is_carried_to_its_event() {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let (broker, _sim, running, mut tap, _dir) = setup(&[("t@example.com", false, false)]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from(traceparent)),
+    );
+    headers.insert(
+        "tracestate".into(),
+        AMQPValue::LongString(LongString::from("vendor=value")),
+    );
+    let (id, cmd) = command("user.suspend", "t@example.com");
+    broker
+        .send_with("user.suspend", cmd.to_string().as_bytes(), headers)
+        .await;
+    let ev = tap.for_command(&id, T).await;
+    assert_eq!(ev["traceparent"], traceparent);
+    assert_eq!(ev["tracestate"], "vendor=value");
+    // A malformed one is ignored, not copied.
+    let mut bad = FieldTable::default();
+    bad.insert(
+        "traceparent".into(),
+        AMQPValue::LongString(LongString::from("00-zz\nforged-01")),
+    );
+    let (id, cmd) = command("user.suspend", "t@example.com");
+    broker
+        .send_with("user.suspend", cmd.to_string().as_bytes(), bad)
+        .await;
+    let ev = tap.for_command(&id, T).await;
+    assert!(ev.get("traceparent").is_none(), "{ev:#}");
+    running.stop().await;
+}

@@ -5,7 +5,7 @@
 use super::settle::settle;
 use super::setup::Session;
 use super::{AmqpSettings, SessionError};
-use crate::command::{Incoming, Prepared};
+use crate::command::{Incoming, Prepared, TraceContext};
 use crate::keyed::Sequencer;
 use crate::lastpass::LastPass;
 use crate::processor::Processor;
@@ -78,9 +78,26 @@ pub(super) async fn dispatch<L: LastPass>(
             info!(queue = %s.names.queue(queue),
                 "this replica is now the active consumer of the queue");
         }
+        let header = |name: &str| {
+            delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(name))
+                .and_then(|v| match v {
+                    lapin::types::AMQPValue::LongString(s) => {
+                        std::str::from_utf8(s.as_bytes()).ok().map(str::to_string)
+                    }
+                    lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                    _ => None,
+                })
+        };
+        let trace = header("traceparent")
+            .and_then(|tp| TraceContext::parse(&tp, header("tracestate").as_deref()));
         let incoming = Incoming {
             body: delivery.data.clone(),
             queue,
+            trace,
         };
         let prepared = Prepared::parse(incoming);
         let turn = prepared.key().map(|k| sequencer.enter(&k));
