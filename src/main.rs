@@ -104,7 +104,7 @@ async fn main() -> ExitCode {
             let config = match config::Config::from_args(args) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("lastpass-connector: {e}");
+                    report(&e.to_string());
                     return ExitCode::from(2);
                 }
             };
@@ -113,7 +113,7 @@ async fn main() -> ExitCode {
             match lastpass_connector::run(config, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("lastpass-connector: {}", chain(&e));
+                    report(&chain(&e));
                     match e {
                         lastpass_connector::RunError::Startup(_) => ExitCode::from(2),
                         _ => ExitCode::FAILURE,
@@ -177,6 +177,24 @@ fn is_simulator(c: &Cmd) -> bool {
 #[cfg(not(feature = "simulator"))]
 fn is_simulator(_: &Cmd) -> bool {
     false
+}
+
+/// The last word before a non-zero exit: one JSON line like every other log line, unless
+/// `LOG_FORMAT=text`.
+fn report(message: &str) {
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text")) {
+        eprintln!("lastpass-connector: {message}");
+    } else {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "message": message,
+                "target": "lastpass_connector",
+            })
+        );
+    }
 }
 
 /// A tool's exit: 0, or its failure on stderr and 1 (2 for a usage error).
