@@ -79,7 +79,8 @@ impl std::fmt::Debug for CallBudget {
 }
 
 fn limiter(rps: f64) -> Arc<Limiter> {
-    let period = Duration::from_secs_f64(1.0 / rps.max(f64::MIN_POSITIVE).min(1e9));
+    // rps is a positive finite number (checked in `new`, at least `FLOOR_RPS` after a 429).
+    let period = Duration::from_secs_f64(1.0 / rps.clamp(1e-6, 1e9));
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MIN));
     Arc::new(RateLimiter::direct_with_clock(quota, TokioClock))
