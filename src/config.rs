@@ -377,6 +377,21 @@ mod tests {
     }
 
     #[test]
+    fn rates() {
+        use clap::Parser;
+        assert_eq!(parse_rps("20"), Ok(20.0));
+        assert_eq!(parse_rps(" 0.5 "), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert!(parse_rps(bad).is_err(), "{bad}");
+        }
+        let unset = RunCommandLine::try_parse_from(["run"]).unwrap();
+        assert_eq!(unset.args.lastpass_max_rps, None);
+        let set = RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "12.5"]).unwrap();
+        assert_eq!(set.args.lastpass_max_rps, Some(12.5));
+        assert!(RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "0"]).is_err());
+    }
+
+    #[test]
     fn prefixes() {
         assert!(parse_prefix("lastpass").is_ok());
         assert!(parse_prefix("test-1.a_b").is_ok());
