@@ -78,6 +78,7 @@ async fn check_lastpass(config: &Config) -> CheckItem {
         timeout: config.lastpass_timeout,
         max_response_bytes: config.lastpass_max_response_bytes,
         time_zone: config.lastpass_time_zone,
+        max_rps: config.lastpass_max_rps,
     }) {
         Ok(c) => c,
         Err(e) => return item(CheckState::Fatal, format!("LASTPASS_API_URL: {e}")),

@@ -41,6 +41,10 @@ pub struct RunArgs {
           default_value_t = crate::lastpass::ClientConfig::DEFAULT_MAX_RESPONSE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(4096..=(1u64 << 32)))]
     pub lastpass_max_response_bytes: u64,
+    /// At most this many LastPass calls per second, across all commands and the sync (unset:
+    /// no fixed limit; a 429 still slows the calls down for a while).
+    #[arg(long, env = "CONNECTOR_LASTPASS_MAX_RPS", value_name = "CONNECTOR_LASTPASS_MAX_RPS", value_parser = parse_rps)]
+    pub lastpass_max_rps: Option<f64>,
     /// Prefix P of every exchange and queue.
     #[arg(long, env = "CONNECTOR_PREFIX", value_name = "CONNECTOR_PREFIX", default_value = "lastpass", value_parser = parse_prefix)]
     pub prefix: String,
@@ -154,6 +158,8 @@ pub struct Config {
     pub lastpass_timeout: Duration,
     pub lastpass_max_response_bytes: usize,
     pub lastpass_time_zone: Tz,
+    /// `CONNECTOR_LASTPASS_MAX_RPS`: LastPass calls per second at most.
+    pub lastpass_max_rps: Option<f64>,
     pub prefix: String,
     pub state_dir: PathBuf,
     /// `CONNECTOR_STATE_URL`: the shared store in PostgreSQL; `None` for the embedded store.
@@ -261,6 +267,7 @@ impl Config {
             lastpass_max_response_bytes: usize::try_from(a.lastpass_max_response_bytes)
                 .unwrap_or(usize::MAX),
             lastpass_time_zone: a.lastpass_time_zone,
+            lastpass_max_rps: a.lastpass_max_rps,
             prefix: a.prefix,
             state_dir: a.state_dir,
             state_url,
@@ -286,6 +293,16 @@ fn parse_time_zone(s: &str) -> Result<Tz, String> {
     s.trim()
         .parse::<Tz>()
         .map_err(|_| format!("{s:?} is not an IANA time zone name such as America/New_York or UTC"))
+}
+
+/// A rate in calls per second: a finite number greater than 0.
+pub(crate) fn parse_rps(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a number of calls per second greater than 0".into())
+    }
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -357,6 +374,21 @@ mod tests {
         assert!(parse_duration("999999999999999d").is_err());
         assert!(parse_duration("99999999999999999999").is_err());
         assert!(parse_duration("3700d").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        use clap::Parser;
+        assert_eq!(parse_rps("20"), Ok(20.0));
+        assert_eq!(parse_rps(" 0.5 "), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast", ""] {
+            assert!(parse_rps(bad).is_err(), "{bad}");
+        }
+        let unset = RunCommandLine::try_parse_from(["run"]).unwrap();
+        assert_eq!(unset.args.lastpass_max_rps, None);
+        let set = RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "12.5"]).unwrap();
+        assert_eq!(set.args.lastpass_max_rps, Some(12.5));
+        assert!(RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "0"]).is_err());
     }
 
     #[test]

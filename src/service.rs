@@ -72,6 +72,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         timeout: config.lastpass_timeout,
         max_response_bytes: config.lastpass_max_response_bytes,
         time_zone: config.lastpass_time_zone,
+        max_rps: config.lastpass_max_rps,
     })
     .map_err(RunError::Client)?;
     let health = Health::default();

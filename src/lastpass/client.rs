@@ -1,12 +1,14 @@
 //! The HTTP client for the LastPass Enterprise API (reqwest + rustls/ring).
 //!
-//! Every call is one POST of the JSON envelope with the configured timeout, no retry. Answers are
+//! Every call waits for a permit of the call budget ([`super::budget`]), then is one POST of the
+//! JSON envelope with the configured timeout, no retry. Answers are
 //! classified by their body, never their Content-Type (LastPass says `text/xml` for JSON too):
 //! non-200, timeout or connection error → Transient (with `Retry-After` when sent); an answer
 //! larger than [`ClientConfig::max_response_bytes`] → Transient, read no further; the XML
 //! `Authorization Error` → Unauthorized; other non-JSON → Transient; JSON → per command (see
 //! [`super::wire`]). Error reasons never carry the provhash nor the request body.
 
+use super::budget::CallBudget;
 use super::wire;
 use super::{
     AddOutcome, DelUserOutcome, DeleteAction, EnableOutcome, LastPass, LastPassError, NewUser, Tz,
@@ -71,6 +73,9 @@ pub struct ClientConfig {
     /// The zone of dates LastPass writes without an offset (usually
     /// [`super::DEFAULT_TIME_ZONE`], `America/New_York`).
     pub time_zone: Tz,
+    /// At most this many calls per second (`None`: no fixed limit); a 429 lowers the rate for a
+    /// while either way (see [`super::budget`]).
+    pub max_rps: Option<f64>,
 }
 
 impl ClientConfig {
@@ -103,6 +108,7 @@ struct Inner {
     max_response_bytes: usize,
     time_zone: Tz,
     provhash: RwLock<Provhash>,
+    budget: CallBudget,
 }
 
 impl fmt::Debug for Client {
@@ -114,6 +120,7 @@ impl fmt::Debug for Client {
             .field("timeout", &self.inner.timeout)
             .field("max_response_bytes", &self.inner.max_response_bytes)
             .field("time_zone", &self.inner.time_zone)
+            .field("budget", &self.inner.budget)
             .finish()
     }
 }
@@ -153,6 +160,7 @@ impl Client {
                 max_response_bytes: config.max_response_bytes,
                 time_zone: config.time_zone,
                 provhash: RwLock::new(config.provhash),
+                budget: CallBudget::new(config.max_rps),
             }),
         })
     }
@@ -222,6 +230,7 @@ impl Client {
         secret: &Provhash,
     ) -> Result<Vec<u8>, LastPassError> {
         let body = wire::envelope(&self.inner.cid_json, secret.expose(), cmd, data);
+        self.inner.budget.acquire().await;
         let response = self
             .http
             .post(&self.inner.api_url)
@@ -239,6 +248,9 @@ impl Client {
             return Err(LastPassError::NotTheApi {
                 reason: format!("{cmd}: HTTP {status}"),
             });
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            self.inner.budget.throttled();
         }
         if status != reqwest::StatusCode::OK {
             let retry_after = response
@@ -425,6 +437,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
             time_zone: crate::lastpass::DEFAULT_TIME_ZONE,
+            max_rps: None,
         }
     }
 

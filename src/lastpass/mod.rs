@@ -2,6 +2,7 @@
 //! and the typed errors. The rest of the crate sees only the [`LastPass`] trait and the domain
 //! types below.
 
+pub mod budget;
 mod client;
 mod error;
 pub(crate) mod value;

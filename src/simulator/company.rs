@@ -25,6 +25,8 @@ pub(super) struct Company {
     pub(super) rng: fastrand::Rng,
     pub(super) calls: Vec<CallRecord>,
     pub(super) counts: CallCounts,
+    /// The token bucket of [`super::Faults::rate_limit_rps`].
+    pub(super) bucket: Option<super::faults::Bucket>,
 }
 
 /// What usernames are compared by: trimmed, lower-cased. Lower-casing is Unicode's, like the
@@ -134,6 +136,7 @@ impl Company {
             rng: fastrand::Rng::with_seed(seed ^ 0xFA17_5EED),
             calls: Vec::new(),
             counts: CallCounts::default(),
+            bucket: None,
         }
     }
 }

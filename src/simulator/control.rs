@@ -131,6 +131,9 @@ impl Company {
         if let Some(v) = p.retry_after_secs {
             f.retry_after_secs = v;
         }
+        if let Some(v) = p.rate_limit_rps {
+            f.rate_limit_rps = v;
+        }
         self.faults = self.faults.clone().sanitized();
         self.faults.clone()
     }

@@ -81,13 +81,16 @@ pub struct CallRecord {
     pub data: serde_json::Value,
 }
 
-/// API calls that passed faults and auth and were applied, per command.
+/// API calls that passed faults and auth and were applied, per command, and the API calls
+/// answered 429 by any fault (`rate_limited`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallCounts {
     pub getuserdata: u64,
     pub deluser: u64,
     pub batchadd: u64,
     pub enableuser: u64,
+    pub rate_limited: u64,
 }
 
 /// The credentials the simulator accepts. `Debug` hides the provhash.
@@ -428,6 +431,9 @@ pub struct SimulatorArgs {
     /// Retry-After of 429 answers, in seconds.
     #[arg(long, default_value_t = 1)]
     pub retry_after_secs: u64,
+    /// Answer 429 (with Retry-After) to the API calls above this many per second.
+    #[arg(long, value_name = "R", value_parser = crate::config::parse_rps)]
+    pub rate_limit_rps: Option<f64>,
     /// Answer every API call with 503.
     #[arg(long)]
     pub outage: bool,
@@ -452,6 +458,7 @@ impl SimulatorArgs {
                 fail_next: 0,
                 rate_limit_next: 0,
                 retry_after_secs: self.retry_after_secs,
+                rate_limit_rps: self.rate_limit_rps,
             },
             quirks: Quirks::default(),
             open_control: self.open_control,

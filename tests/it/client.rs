@@ -650,6 +650,7 @@ async fn connection_refused_is_transient() {
         timeout: Duration::from_secs(2),
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
         time_zone: lastpass_connector::lastpass::DEFAULT_TIME_ZONE,
+        max_rps: None,
     })
     .unwrap();
     assert_transient(c.list_page(0, 10).await);

@@ -821,3 +821,48 @@ async fn a_commands_traceparent_is_carried_to_its_event() {
     assert!(ev.get("traceparent").is_none(), "{ev:#}");
     running.stop().await;
 }
+
+/// Issue 12: with no `CONNECTOR_LASTPASS_MAX_RPS`, a burst against a LastPass that answers 429
+/// above 20 calls/s finishes, acts once per command, and the adaptive budget keeps the 429s
+/// under 10% of the calls.
+#[tokio::test]
+async fn a_burst_against_a_rate_limit_adapts_and_applies_every_command_once() {
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
+    let n = 60;
+    for i in 0..n {
+        sim.add(&format!("burst{i}@example.com"), false, false);
+    }
+    sim.faults(sim::FaultsPatch {
+        rate_limit_rps: Some(Some(20.0)),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (id, cmd) = command("user.suspend", &format!("burst{i}@example.com"));
+        broker.send_json(&cmd).await;
+        ids.push(id);
+    }
+    for id in &ids {
+        let ev = tap.for_command(id, Duration::from_secs(60)).await;
+        assert_eq!(data(&ev)["outcome"], "applied", "{ev}");
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        sim.mutations("deluser"),
+        n,
+        "every command acted exactly once"
+    );
+    let counts = sim.handle.call_counts();
+    let calls = counts.getuserdata + counts.deluser + counts.batchadd + counts.enableuser;
+    let all = calls + counts.rate_limited;
+    eprintln!(
+        "burst of {n} suspends at 20/s: {all} calls, {} answered 429, {took:?}",
+        counts.rate_limited
+    );
+    assert!(
+        counts.rate_limited * 10 < all,
+        "429s under 10% of the calls: {counts:?}"
+    );
+    running.stop().await;
+}

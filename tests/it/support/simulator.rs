@@ -50,6 +50,7 @@ pub fn client_config(sim: &SimulatorHandle, timeout: Duration) -> ClientConfig {
         timeout,
         max_response_bytes: ClientConfig::DEFAULT_MAX_RESPONSE_BYTES,
         time_zone: lastpass_connector::lastpass::DEFAULT_TIME_ZONE,
+        max_rps: None,
     }
 }
 
