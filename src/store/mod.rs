@@ -56,6 +56,10 @@ pub enum StoreError {
     DatabasePool(#[source] deadpool_postgres::PoolError),
     #[error("state database: {0}")]
     Schema(String),
+    #[error("the state store's writer thread stopped")]
+    WriterStopped,
+    #[error("state store: the batch of writes this one was committed with failed")]
+    Batch(#[source] std::sync::Arc<StoreError>),
 }
 
 /// A record that a mutating call was about to be made for a command.
