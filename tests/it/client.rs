@@ -826,7 +826,7 @@ async fn control_endpoint_users() {
     assert_eq!(state["cid"], sim::CID);
     assert_eq!(
         state["calls"],
-        json!({"getuserdata": 4, "deluser": 1, "batchadd": 0, "enableuser": 0})
+        json!({"getuserdata": 4, "deluser": 1, "batchadd": 0, "enableuser": 0, "rate_limited": 0})
     );
     let (_, calls) = sim::control(&sim, "GET", "/calls", None).await;
     assert_eq!(
