@@ -415,7 +415,7 @@ impl EventFactory {
             id,
             r.email.as_deref(),
             r.correlation_id.as_deref(),
-            r.trace.as_ref(),
+            r.trace.as_deref(),
             data,
         );
         event.error = Some(error);

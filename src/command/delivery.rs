@@ -29,7 +29,7 @@ impl Prepared {
                 Prepared::Valid { command }
             }
             Err(mut rejection) => {
-                rejection.trace = incoming.trace;
+                rejection.trace = incoming.trace.map(Box::new);
                 Prepared::Invalid {
                     rejection,
                     body: incoming.body,

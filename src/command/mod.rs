@@ -190,6 +190,9 @@ impl Command {
     /// Parses a message body that arrived on the queue of `queue_type`.
     /// A command whose `type` belongs to another queue is rejected (a misrouted deprovision must
     /// never delete anyone).
+    // A rejection is the other normal answer of this parser, built once per invalid message:
+    // its size in a `Result` costs nothing that matters.
+    #[allow(clippy::result_large_err)]
     pub fn parse(body: &[u8], queue_type: CommandType) -> Result<Command, Rejection> {
         let mut r = Rejection::new(RejectCode::NotJson, String::new());
         if body.len() > MAX_COMMAND_BYTES {
@@ -588,8 +591,8 @@ pub struct Rejection {
     pub command_type: Option<String>,
     pub correlation_id: Option<String>,
     pub email: Option<String>,
-    /// From the delivery's headers.
-    pub trace: Option<TraceContext>,
+    /// From the delivery's headers (boxed: a rejection travels in a `Result`'s error).
+    pub trace: Option<Box<TraceContext>>,
 }
 
 impl Rejection {
@@ -606,7 +609,7 @@ impl Rejection {
             command_type: Some(command.command_type().as_str().to_string()),
             correlation_id: command.meta.correlation_id.clone(),
             email: command.email().map(|e| e.to_string()),
-            trace: command.meta.trace.clone(),
+            trace: command.meta.trace.clone().map(Box::new),
         }
     }
 
