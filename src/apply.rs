@@ -1,29 +1,36 @@
-//! The semantics table: look first, then act. Plain code over the [`LastPass`] trait: no AMQP, no
-//! HTTP. Transient and authorization errors are returned as `Err` for the caller to retry or
-//! pause on; every other outcome, failures included, is a [`Resolution`].
+//! The semantics table: look first where the act's answer cannot tell the cases apart, else act
+//! straight away. Plain code over the [`LastPass`] trait: no AMQP, no HTTP. Transient and
+//! authorization errors are returned as `Err` for the caller to retry or pause on; every other
+//! outcome, failures included, is a [`Resolution`].
 //!
-//! | command     | user before       | call                    | outcome                            | status after     |
-//! |-------------|-------------------|-------------------------|------------------------------------|------------------|
-//! | provision   | absent            | batchadd, look: user    | applied                            | its status       |
-//! | provision   | absent            | batchadd, look: invited | applied, `invitation_pending`      | Staged           |
-//! | provision   | absent            | batchadd, look: neither | failed, `not_created`              | -                |
-//! | provision   | present, enabled  | none                    | already_done                       | its status       |
-//! | provision   | invited           | none                    | already_done, `invitation_pending` | Staged           |
-//! | provision   | present, disabled | none                    | failed, `account_suspended`        | Suspended        |
-//! | suspend     | enabled           | deluser 0               | applied                            | Suspended        |
-//! | suspend     | disabled          | none                    | already_done                       | Suspended        |
-//! | suspend     | invited           | none                    | failed, `invitation_pending`       | Staged           |
-//! | suspend     | absent            | none                    | failed, `user_not_found`           | -                |
-//! | deprovision | present           | deluser 2               | applied (license reclaimed)        | Deprovisioned    |
-//! | deprovision | invited           | deluser 3               | applied (license reclaimed)        | Deprovisioned    |
-//! | deprovision | absent            | none                    | already_done                       | Deprovisioned    |
-//! | reactivate  | disabled          | enableuser              | applied                            | Active or Staged |
-//! | reactivate  | enabled           | none                    | already_done                       | its status       |
-//! | reactivate  | invited           | none                    | failed, `invitation_pending`       | Staged           |
-//! | reactivate  | absent            | none                    | failed, `user_not_found`           | -                |
+//! | command     | user before       | calls                                  | outcome                            | status after     |
+//! |-------------|-------------------|----------------------------------------|------------------------------------|------------------|
+//! | provision   | absent            | look, batchadd, look: user             | applied                            | its status       |
+//! | provision   | absent            | look, batchadd, look: invited          | applied, `invitation_pending`      | Staged           |
+//! | provision   | absent            | look, batchadd, look: neither          | failed, `not_created`              | -                |
+//! | provision   | present, enabled  | look                                   | already_done                       | its status       |
+//! | provision   | invited           | look                                   | already_done, `invitation_pending` | Staged           |
+//! | provision   | present, disabled | look                                   | failed, `account_suspended`        | Suspended        |
+//! | suspend     | enabled           | deluser 0                              | applied                            | Suspended        |
+//! | suspend     | disabled          | deluser 0: already disabled            | already_done                       | Suspended        |
+//! | suspend     | invited           | deluser 0: no such user, look          | failed, `invitation_pending`       | Staged           |
+//! | suspend     | absent            | deluser 0: no such user, look          | failed, `user_not_found`           | -                |
+//! | deprovision | present           | deluser 2                              | applied (license reclaimed)        | Deprovisioned    |
+//! | deprovision | invited           | deluser 2: no such user, look, deluser 3 | applied (license reclaimed)      | Deprovisioned    |
+//! | deprovision | absent            | deluser 2: no such user, look          | already_done                       | Deprovisioned    |
+//! | reactivate  | disabled          | look, enableuser                       | applied                            | Active or Staged |
+//! | reactivate  | enabled           | look                                   | already_done                       | its status       |
+//! | reactivate  | invited           | look                                   | failed, `invitation_pending`       | Staged           |
+//! | reactivate  | absent            | look                                   | failed, `user_not_found`           | -                |
 //!
-//! "look" after a batchadd is one `getuserdata` by username: LastPass answers OK also when it
-//! only invited the person (they already have a LastPass account) or skipped them.
+//! "look" is one `getuserdata` by username. A provision looks first (absent, present and suspended
+//! must be told apart before creating) and once after its `batchadd`: LastPass answers OK also
+//! when it only invited the person (they already have a LastPass account) or skipped them. A
+//! reactivate looks first: only the look says whether the account comes back Active or Staged,
+//! and whether it is an invitation. A suspend and a deprovision act first, since `deluser`'s
+//! answer tells the common cases apart, and look only after "no such user" (an invitation and
+//! nobody both answer that). Where an earlier attempt recorded an intent (`acted_before`) and the
+//! state shows the effect, the outcome is `applied`, not `already_done`.
 
 use crate::command::Action;
 use crate::email::Email;
@@ -44,10 +51,11 @@ pub enum Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Act {
     Create(NewUser),
+    /// `deluser` with `deleteaction` 0; after "no such user", a look (invitation or nobody).
     Suspend(Email),
+    /// `deluser` with `deleteaction` 2; after "no such user", a look, and `deleteaction` 3 if the
+    /// person is only invited.
     Delete(Email),
-    /// `deluser` with `deleteaction` 3: the person is only invited.
-    CancelInvitation(Email),
     /// `enableuser`; `never_logged_in` says whether the account comes back Staged or Active.
     Enable {
         email: Email,
@@ -124,25 +132,35 @@ fn enabled_status(never_logged_in: bool) -> AccountStatus {
     }
 }
 
-/// Looks the user up and decides. `acted_before` says that an earlier attempt of this same
-/// command got as far as the mutating call (the ledger recorded its intent): when the state now
-/// shows that call's effect, it was this command's doing, so the outcome is `applied`.
+/// `applied` when an earlier attempt recorded an intent (the effect is then its doing), else
+/// `already_done`.
+fn applied_or_done(acted_before: bool) -> Outcome {
+    if acted_before {
+        Outcome::Applied
+    } else {
+        Outcome::AlreadyDone
+    }
+}
+
+/// Decides, looking the user up only where the act's answer would not tell the cases apart (a
+/// provision and a reactivate look; a suspend and a deprovision act straight away).
+/// `acted_before` says that an earlier attempt of this same command got as far as the mutating
+/// call (the ledger recorded its intent): when the state now shows that call's effect, it was
+/// this command's doing, so the outcome is `applied`.
 pub async fn look<L: LastPass>(
     lp: &L,
     action: &Action,
     acted_before: bool,
 ) -> Result<Plan, LastPassError> {
     let email = match action {
+        Action::Suspend(e) => return Ok(Plan::Act(Act::Suspend(e.clone()))),
+        Action::Deprovision(e) => return Ok(Plan::Act(Act::Delete(e.clone()))),
         Action::Provision(u) => &u.email,
-        Action::Suspend(e) | Action::Deprovision(e) | Action::Reactivate(e) => e,
+        Action::Reactivate(e) => e,
         Action::Sync => unreachable!("a sync is not a user command"),
     };
     let user = lp.find_user(email).await?;
-    let applied_or_done = if acted_before {
-        Outcome::Applied
-    } else {
-        Outcome::AlreadyDone
-    };
+    let applied_or_done = applied_or_done(acted_before);
     let invitation = user.as_ref().is_some_and(|u| u.invitation_pending);
     Ok(match (action, user) {
         (Action::Provision(u), None) => Plan::Act(Act::Create(u.clone())),
@@ -158,21 +176,6 @@ pub async fn look<L: LastPass>(
         (Action::Provision(_), Some(u)) => {
             Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
         }
-        (Action::Suspend(_), None) => Plan::Done(not_found(email)),
-        (Action::Suspend(_), Some(_)) if invitation => Plan::Done(only_invited(email, "suspend")),
-        (Action::Suspend(_), Some(u)) if u.disabled => {
-            Plan::Done(done(applied_or_done, Some(AccountStatus::Suspended)))
-        }
-        (Action::Suspend(e), Some(_)) => Plan::Act(Act::Suspend(e.clone())),
-        (Action::Deprovision(_), None) if acted_before => Plan::Done(applied_delete()),
-        (Action::Deprovision(_), None) => Plan::Done(done(
-            Outcome::AlreadyDone,
-            Some(AccountStatus::Deprovisioned),
-        )),
-        (Action::Deprovision(e), Some(_)) if invitation => {
-            Plan::Act(Act::CancelInvitation(e.clone()))
-        }
-        (Action::Deprovision(e), Some(_)) => Plan::Act(Act::Delete(e.clone())),
         (Action::Reactivate(_), None) => Plan::Done(not_found(email)),
         (Action::Reactivate(_), Some(_)) if invitation => {
             Plan::Done(only_invited(email, "reactivate"))
@@ -184,7 +187,9 @@ pub async fn look<L: LastPass>(
         (Action::Reactivate(_), Some(u)) => {
             Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
         }
-        (Action::Sync, _) => unreachable!("a sync is not a user command"),
+        (Action::Suspend(_) | Action::Deprovision(_) | Action::Sync, _) => {
+            unreachable!("decided above without a look")
+        }
     })
 }
 
@@ -203,8 +208,25 @@ fn created(found: Option<User>, email: &Email, answer: &str) -> Resolution {
     }
 }
 
-/// Makes the call and reports the outcome. A permanent refusal becomes a `failed` resolution.
-pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassError> {
+/// The account changed between a `deluser` answering "no such user" and the look after it (it
+/// was created, or an invitation was accepted): a transient error, so the command is decided
+/// again from the start.
+fn appeared(email: &Email) -> LastPassError {
+    LastPassError::Transient {
+        reason: format!("{email} changed between deluser and the look after it; deciding again"),
+        retry_after: None,
+    }
+}
+
+/// Makes the call (and, after a `deluser` that answered "no such user", the one look that tells
+/// an invitation from nobody) and reports the outcome. A permanent refusal becomes a `failed`
+/// resolution. `acted_before` is as for [`look`]: whether an earlier attempt recorded an intent
+/// (not counting the one recorded for this call).
+pub async fn act<L: LastPass>(
+    lp: &L,
+    act: &Act,
+    acted_before: bool,
+) -> Result<Resolution, LastPassError> {
     match act {
         // An OK from batchadd proves nothing (the person may only have been invited, or been
         // skipped), and a refusal may have been partial: always look once afterwards.
@@ -226,33 +248,52 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
         },
         Act::Suspend(e) => match lp.delete_user(e, DeleteAction::Deactivate).await {
             Ok(DelUserOutcome::Done) => Ok(done(Outcome::Applied, Some(AccountStatus::Suspended))),
-            Ok(DelUserOutcome::AlreadyDisabled) => {
-                Ok(done(Outcome::AlreadyDone, Some(AccountStatus::Suspended)))
-            }
-            Err(LastPassError::NoSuchUser(_)) => Ok(not_found(e)),
+            Ok(DelUserOutcome::AlreadyDisabled) => Ok(done(
+                applied_or_done(acted_before),
+                Some(AccountStatus::Suspended),
+            )),
+            // An invitation and nobody both answer "no such user": look to tell them apart.
+            Err(LastPassError::NoSuchUser(_)) => match lp.find_user(e).await? {
+                None => Ok(not_found(e)),
+                Some(u) if u.invitation_pending => Ok(only_invited(e, "suspend")),
+                Some(u) if u.disabled => Ok(done(
+                    applied_or_done(acted_before),
+                    Some(AccountStatus::Suspended),
+                )),
+                Some(_) => Err(appeared(e)),
+            },
             Err(LastPassError::Rejected(msg)) => {
                 Ok(failed(FailureCode::LastpassRejected, msg, None))
             }
             Err(err) => Err(err),
         },
-        Act::Delete(e) | Act::CancelInvitation(e) => {
-            let action = if matches!(act, Act::CancelInvitation(_)) {
-                DeleteAction::CancelInvitation
-            } else {
-                DeleteAction::Delete
-            };
-            match lp.delete_user(e, action).await {
-                Ok(_) => Ok(applied_delete()),
-                Err(LastPassError::NoSuchUser(_)) => Ok(done(
+        Act::Delete(e) => match lp.delete_user(e, DeleteAction::Delete).await {
+            Ok(_) => Ok(applied_delete()),
+            // An invitation and nobody both answer "no such user": look to tell them apart.
+            Err(LastPassError::NoSuchUser(_)) => match lp.find_user(e).await? {
+                None if acted_before => Ok(applied_delete()),
+                None => Ok(done(
                     Outcome::AlreadyDone,
                     Some(AccountStatus::Deprovisioned),
                 )),
-                Err(LastPassError::Rejected(msg)) => {
-                    Ok(failed(FailureCode::LastpassRejected, msg, None))
+                Some(u) if u.invitation_pending => {
+                    match lp.delete_user(e, DeleteAction::CancelInvitation).await {
+                        Ok(_) => Ok(applied_delete()),
+                        // Accepted or cancelled since the look: decide again.
+                        Err(LastPassError::NoSuchUser(_)) => Err(appeared(e)),
+                        Err(LastPassError::Rejected(msg)) => {
+                            Ok(failed(FailureCode::LastpassRejected, msg, None))
+                        }
+                        Err(err) => Err(err),
+                    }
                 }
-                Err(err) => Err(err),
+                Some(_) => Err(appeared(e)),
+            },
+            Err(LastPassError::Rejected(msg)) => {
+                Ok(failed(FailureCode::LastpassRejected, msg, None))
             }
-        }
+            Err(err) => Err(err),
+        },
         Act::Enable {
             email,
             never_logged_in,
@@ -262,7 +303,7 @@ pub async fn act<L: LastPass>(lp: &L, act: &Act) -> Result<Resolution, LastPassE
                 |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(email.as_str()));
             match lp.enable_users(std::slice::from_ref(email)).await {
                 Ok(out) if named(&out.enabled) => Ok(done(Outcome::Applied, status)),
-                Ok(out) if named(&out.unchanged) => Ok(done(Outcome::AlreadyDone, status)),
+                Ok(out) if named(&out.unchanged) => Ok(done(applied_or_done(acted_before), status)),
                 Ok(out) if out.messages.is_empty() => Ok(failed(
                     FailureCode::LastpassRejected,
                     format!("enableuser did not list {email} as enabled or unchanged"),
@@ -292,7 +333,7 @@ mod tests {
     async fn apply<L: LastPass>(lp: &L, action: &Action) -> Result<Resolution, LastPassError> {
         match look(lp, action, false).await? {
             Plan::Done(r) => Ok(r),
-            Plan::Act(a) => act(lp, &a).await,
+            Plan::Act(a) => act(lp, &a, false).await,
         }
     }
 
@@ -319,6 +360,15 @@ mod tests {
         assert_eq!(r.outcome, Outcome::Applied);
         assert_eq!(r.account_status, Some(AccountStatus::Staged));
         assert_eq!(lp.mutations(), ["batchadd jane@example.com"]);
+        // A provision keeps its look before and the confirming look after the batchadd.
+        assert_eq!(
+            lp.calls(),
+            [
+                "getuserdata jane@example.com",
+                "batchadd jane@example.com",
+                "getuserdata jane@example.com"
+            ]
+        );
         let u = lp.get("jane@example.com").unwrap();
         assert_eq!(u.full_name, "Jane Doe");
         assert!(!u.admin);
@@ -332,6 +382,7 @@ mod tests {
         assert_eq!(r.outcome, Outcome::AlreadyDone);
         assert_eq!(r.account_status, Some(AccountStatus::Active));
         assert!(lp.mutations().is_empty());
+        assert_eq!(lp.calls(), ["getuserdata jane@example.com"]);
     }
 
     #[tokio::test]
@@ -346,51 +397,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn suspend_rows() {
+    async fn suspend_rows_act_first_and_look_only_after_no_such_user() {
         let lp = FakeLastPass::new();
         lp.add("on@example.com", false, false, false);
         lp.add("off@example.com", true, false, false);
-        let r = apply(&lp, &Action::Suspend(email("on@example.com")))
-            .await
-            .unwrap();
+        lp.invite("inv@example.com");
+        let suspend = |e: &str| Action::Suspend(email(e));
+        // enabled: one call.
+        let r = apply(&lp, &suspend("on@example.com")).await.unwrap();
         assert_eq!(
             (r.outcome, r.account_status, r.license_reclaimed),
             (Outcome::Applied, Some(AccountStatus::Suspended), false)
         );
         assert!(lp.get("on@example.com").unwrap().disabled);
-        let r = apply(&lp, &Action::Suspend(email("off@example.com")))
-            .await
-            .unwrap();
+        assert_eq!(lp.calls(), ["deluser 0 on@example.com"]);
+        // disabled: one call, "already disabled".
+        let r = apply(&lp, &suspend("off@example.com")).await.unwrap();
         assert_eq!(
             (r.outcome, r.account_status),
             (Outcome::AlreadyDone, Some(AccountStatus::Suspended))
         );
-        let r = apply(&lp, &Action::Suspend(email("nobody@example.com")))
-            .await
-            .unwrap();
+        assert_eq!(lp.calls()[1..], ["deluser 0 off@example.com"]);
+        // invited: "no such user", then a look finds the invitation.
+        let r = apply(&lp, &suspend("inv@example.com")).await.unwrap();
         assert_eq!(
-            (r.outcome, code(&r)),
-            (Outcome::Failed, Some("user_not_found"))
+            (r.outcome, code(&r), r.account_status, r.invitation_pending),
+            (
+                Outcome::Failed,
+                Some("invitation_pending"),
+                Some(AccountStatus::Staged),
+                true
+            )
         );
-        assert_eq!(r.account_status, None);
-        assert_eq!(lp.mutations(), ["deluser 0 on@example.com"]);
+        assert_eq!(
+            lp.calls()[2..],
+            ["deluser 0 inv@example.com", "getuserdata inv@example.com"]
+        );
+        assert_eq!(lp.invited(), ["inv@example.com"], "the invitation stays");
+        // absent: "no such user", then a look finds nobody.
+        let r = apply(&lp, &suspend("nobody@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, code(&r), r.account_status),
+            (Outcome::Failed, Some("user_not_found"), None)
+        );
+        assert_eq!(
+            lp.calls()[4..],
+            [
+                "deluser 0 nobody@example.com",
+                "getuserdata nobody@example.com"
+            ]
+        );
     }
 
     #[tokio::test]
-    async fn deprovision_rows() {
+    async fn deprovision_rows_act_first_and_look_only_after_no_such_user() {
         let lp = FakeLastPass::new();
         lp.add("x@example.com", true, false, false);
-        let r = apply(&lp, &Action::Deprovision(email("x@example.com")))
-            .await
-            .unwrap();
+        lp.invite("inv@example.com");
+        let deprovision = |e: &str| Action::Deprovision(email(e));
+        // present: one call.
+        let r = apply(&lp, &deprovision("x@example.com")).await.unwrap();
         assert_eq!(
             (r.outcome, r.account_status, r.license_reclaimed),
             (Outcome::Applied, Some(AccountStatus::Deprovisioned), true)
         );
         assert!(lp.get("x@example.com").is_none());
-        let r = apply(&lp, &Action::Deprovision(email("x@example.com")))
-            .await
-            .unwrap();
+        assert_eq!(lp.calls(), ["deluser 2 x@example.com"]);
+        // absent: "no such user", then a look finds nobody.
+        let r = apply(&lp, &deprovision("x@example.com")).await.unwrap();
         assert_eq!(
             (r.outcome, r.account_status, r.license_reclaimed),
             (
@@ -399,50 +473,103 @@ mod tests {
                 false
             )
         );
-        assert_eq!(lp.mutations(), ["deluser 2 x@example.com"]);
+        assert_eq!(
+            lp.calls()[1..],
+            ["deluser 2 x@example.com", "getuserdata x@example.com"]
+        );
+        // invited: "no such user", a look finds the invitation, deleteaction 3 cancels it.
+        let r = apply(&lp, &deprovision("inv@example.com")).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status, r.license_reclaimed),
+            (Outcome::Applied, Some(AccountStatus::Deprovisioned), true)
+        );
+        assert!(lp.invited().is_empty());
+        assert_eq!(
+            lp.calls()[3..],
+            [
+                "deluser 2 inv@example.com",
+                "getuserdata inv@example.com",
+                "deluser 3 inv@example.com"
+            ]
+        );
+        assert_eq!(
+            lp.mutations(),
+            ["deluser 2 x@example.com", "deluser 3 inv@example.com"]
+        );
     }
 
     #[tokio::test]
     async fn an_earlier_attempt_that_acted_reports_applied() {
         let lp = FakeLastPass::new();
         lp.add("x@example.com", true, false, false);
+        // suspend: no look, the intent is recorded, then "already disabled" means our doing.
         let plan = look(&lp, &Action::Suspend(email("x@example.com")), true)
             .await
             .unwrap();
-        assert!(matches!(
-            plan,
-            Plan::Done(Resolution {
-                outcome: Outcome::Applied,
-                ..
-            })
-        ));
+        assert_eq!(plan, Plan::Act(Act::Suspend(email("x@example.com"))));
+        let r = act(&lp, &Act::Suspend(email("x@example.com")), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status),
+            (Outcome::Applied, Some(AccountStatus::Suspended))
+        );
+        // Without an earlier intent the same answer is already_done.
+        let r = act(&lp, &Act::Suspend(email("x@example.com")), false)
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::AlreadyDone);
+        // deprovision: "no such user" and nobody there: applied, license reclaimed.
         let plan = look(&lp, &Action::Deprovision(email("gone@example.com")), true)
             .await
             .unwrap();
-        let Plan::Done(r) = plan else {
-            panic!("nothing to do")
+        let Plan::Act(a) = plan else {
+            panic!("a deprovision acts without looking")
         };
-        assert_eq!((r.outcome, r.license_reclaimed), (Outcome::Applied, true));
+        let r = act(&lp, &a, true).await.unwrap();
+        assert_eq!(
+            (r.outcome, r.account_status, r.license_reclaimed),
+            (Outcome::Applied, Some(AccountStatus::Deprovisioned), true)
+        );
+        assert_eq!(
+            lp.calls(),
+            [
+                "deluser 0 x@example.com",
+                "deluser 0 x@example.com",
+                "deluser 2 gone@example.com",
+                "getuserdata gone@example.com"
+            ],
+            "no look before a suspend or a deprovision"
+        );
     }
 
     #[tokio::test]
-    async fn races_between_look_and_act_resolve_sensibly() {
+    async fn races_between_deluser_and_the_look_after_it_decide_again() {
         let lp = FakeLastPass::new();
-        // The user vanished between look and act.
-        let r = act(&lp, &Act::Suspend(email("gone@example.com")))
+        // "No such user" from deluser, then the look finds an enabled user (created in
+        // between): a transient error, so the whole command is decided again.
+        lp.add("a@example.com", false, false, false);
+        lp.fail_next([LastPassError::NoSuchUser("a@example.com".into())]);
+        let e = act(&lp, &Act::Suspend(email("a@example.com")), false)
             .await
-            .unwrap();
-        assert_eq!(code(&r), Some("user_not_found"));
-        let r = act(&lp, &Act::Delete(email("gone@example.com")))
+            .unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        lp.fail_next([LastPassError::NoSuchUser("a@example.com".into())]);
+        let e = act(&lp, &Act::Delete(email("a@example.com")), false)
             .await
-            .unwrap();
-        assert_eq!(r.outcome, Outcome::AlreadyDone);
-        // Someone else disabled the user between look and act.
+            .unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        // ... or a disabled one: a suspended account, already_done.
         lp.add("d@example.com", true, false, false);
-        let r = act(&lp, &Act::Suspend(email("d@example.com")))
+        lp.fail_next([LastPassError::NoSuchUser("d@example.com".into())]);
+        let r = act(&lp, &Act::Suspend(email("d@example.com")), false)
             .await
             .unwrap();
-        assert_eq!(r.outcome, Outcome::AlreadyDone);
+        assert_eq!(
+            (r.outcome, r.account_status),
+            (Outcome::AlreadyDone, Some(AccountStatus::Suspended))
+        );
+        assert!(lp.mutations().is_empty());
     }
 
     #[tokio::test]
@@ -477,7 +604,7 @@ mod tests {
             panic!("should act")
         };
         lp.fail_next([LastPassError::Rejected("quota".into())]);
-        let r = act(&lp, &a).await.unwrap();
+        let r = act(&lp, &a, false).await.unwrap();
         assert_eq!(
             (r.outcome, code(&r)),
             (Outcome::Failed, Some("lastpass_rejected"))
@@ -599,6 +726,18 @@ mod tests {
                 "enableuser never@example.com"
             ]
         );
+        // A reactivate keeps its look: only it says Active or Staged, or an invitation.
+        assert_eq!(
+            lp.calls(),
+            [
+                "getuserdata was-active@example.com",
+                "enableuser was-active@example.com",
+                "getuserdata never@example.com",
+                "enableuser never@example.com",
+                "getuserdata on@example.com",
+                "getuserdata nobody@example.com"
+            ]
+        );
         // Enabled by someone else between look and act: already_done.
         lp.add("raced@example.com", false, false, false);
         let r = act(
@@ -607,6 +746,7 @@ mod tests {
                 email: email("raced@example.com"),
                 never_logged_in: false,
             },
+            false,
         )
         .await
         .unwrap();

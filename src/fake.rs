@@ -1,6 +1,8 @@
 //! An in-memory [`LastPass`] for tests of the command logic and the sync (no HTTP). It keeps the
 //! semantics that matter (deluser 0/2/3, batchadd, invitations for people who already have a
-//! LastPass account, paging by uid), counts the mutating calls, and can be told to fail the next
+//! LastPass account, paging by uid; `deluser` 0/2 of an invitation or of nobody answers "no such
+//! user", `deluser` 0 of a disabled user "already disabled", like the simulator), records the
+//! mutating calls and every call answered, and can be told to fail the next
 //! calls or to answer the next `batchadd` with an OK that created nobody.
 
 use crate::email::Email;
@@ -16,6 +18,8 @@ struct State {
     users: BTreeMap<u64, User>,
     next_uid: u64,
     mutations: Vec<String>,
+    /// Every call that got an answer, looks included, e.g. `getuserdata a@b.co`, `deluser 0 a@b.co`.
+    calls: Vec<String>,
     failures: VecDeque<LastPassError>,
     /// Emails (lower-case) of people with a LastPass account elsewhere: `batchadd` invites them.
     existing_elsewhere: BTreeSet<String>,
@@ -155,6 +159,12 @@ impl FakeLastPass {
         self.state.lock().unwrap().mutations.clone()
     }
 
+    /// Every call answered so far (looks and mutations, "no such user" answers included), e.g.
+    /// `getuserdata a@b.co`, `deluser 0 a@b.co`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
     /// The next calls fail with these errors, in order.
     pub fn fail_next(&self, errors: impl IntoIterator<Item = LastPassError>) {
         self.state.lock().unwrap().failures.extend(errors);
@@ -171,7 +181,8 @@ impl FakeLastPass {
 
 impl LastPass for FakeLastPass {
     async fn find_user(&self, email: &Email) -> Result<Option<User>, LastPassError> {
-        let s = self.check()?;
+        let mut s = self.check()?;
+        s.calls.push(format!("getuserdata {email}"));
         let user = s
             .users
             .values()
@@ -206,6 +217,7 @@ impl LastPass for FakeLastPass {
         action: DeleteAction,
     ) -> Result<DelUserOutcome, LastPassError> {
         let mut s = self.check()?;
+        s.calls.push(format!("deluser {} {email}", action as u8));
         if action == DeleteAction::CancelInvitation {
             if !s.invited.remove(email.as_str()) {
                 return Err(LastPassError::NoSuchUser(email.to_string()));
@@ -242,6 +254,7 @@ impl LastPass for FakeLastPass {
         let skipped = s.skip_adds.pop_front();
         for u in users {
             s.mutations.push(format!("batchadd {}", u.email));
+            s.calls.push(format!("batchadd {}", u.email));
             if skipped.is_some() {
                 continue;
             }
@@ -272,6 +285,7 @@ impl LastPass for FakeLastPass {
                 _ => out.unchanged.push(e.to_string()),
             }
             s.mutations.push(format!("enableuser {e}"));
+            s.calls.push(format!("enableuser {e}"));
         }
         Ok(out)
     }

@@ -342,14 +342,17 @@ impl<L: LastPass> Processor<L> {
             match plan {
                 Plan::Done(r) => Ok(r),
                 Plan::Act(act) => {
-                    if !acted.load(Ordering::Relaxed) {
+                    // The intent is durable before the mutating call: a suspend and a
+                    // deprovision make it without looking first, so this is before any call.
+                    let acted_before = acted.load(Ordering::Relaxed);
+                    if !acted_before {
                         self.ledger
                             .record_intent(command.meta.command_id)
                             .await
                             .map_err(StepError::Store)?;
                         acted.store(true, Ordering::Relaxed);
                     }
-                    apply::act(&*self.lastpass, &act)
+                    apply::act(&*self.lastpass, &act, acted_before)
                         .await
                         .map_err(StepError::LastPass)
                 }
@@ -532,7 +535,9 @@ mod tests {
             s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(outcome(&d)["outcome"], "applied");
-        assert!(s.p.lastpass.mutations().is_empty(), "no second call");
+        // No look first: the one deluser 0 answers "already disabled", which after an intent
+        // is this command's doing.
+        assert_eq!(s.p.lastpass.calls(), ["deluser 0 x@example.com"]);
     }
 
     #[tokio::test]
