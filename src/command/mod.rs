@@ -9,6 +9,10 @@
 //! control characters, zero-width characters or bidi controls (they go to LastPass).
 //! Anything else is a [`Rejection`] naming what is wrong.
 
+// A rejection is this module's other normal answer, built once per invalid message and carried
+// in a `Result`: its size there costs nothing that matters.
+#![allow(clippy::result_large_err)]
+
 mod delivery;
 
 pub(crate) use delivery::{Incoming, Prepared};
@@ -190,9 +194,6 @@ impl Command {
     /// Parses a message body that arrived on the queue of `queue_type`.
     /// A command whose `type` belongs to another queue is rejected (a misrouted deprovision must
     /// never delete anyone).
-    // A rejection is the other normal answer of this parser, built once per invalid message:
-    // its size in a `Result` costs nothing that matters.
-    #[allow(clippy::result_large_err)]
     pub fn parse(body: &[u8], queue_type: CommandType) -> Result<Command, Rejection> {
         let mut r = Rejection::new(RejectCode::NotJson, String::new());
         if body.len() > MAX_COMMAND_BYTES {

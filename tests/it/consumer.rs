@@ -175,10 +175,12 @@ async fn suspend_rows_of_the_semantics_table() {
         Some("user_not_found")
     );
 
+    // One deluser 0 per row: its answer tells them apart (enabled: done; disabled: "already
+    // disabled"; absent: "no such user", then one look). No look before acting (issue 12).
     assert_eq!(
         sim.mutations("deluser"),
-        1,
-        "one deluser, for the enabled user only"
+        3,
+        "one deluser per suspend, whatever the row"
     );
     running.stop().await;
 }
@@ -213,7 +215,9 @@ async fn deprovision_rows_of_the_semantics_table() {
     )
     .await;
     assert_eq!(data(&ev)["license_reclaimed"], false);
-    assert_eq!(sim.mutations("deluser"), 2);
+    // One deluser 2 per deprovision: the absent one answers "no such user" (issue 12: no look
+    // before acting).
+    assert_eq!(sim.mutations("deluser"), 3);
     assert!(
         sim.calls()
             .iter()
@@ -269,9 +273,15 @@ async fn an_invitation_is_provisioned_then_deprovisioned_with_deleteaction_3() {
         .filter(|c| c.cmd == "deluser")
         .map(|c| c.data)
         .collect();
+    // The suspend tried deleteaction 0 and the deprovision 2 (both "no such user": an
+    // invitation is no user), then a look found the invitation and deleteaction 3 cancelled it.
     assert_eq!(
         deletes,
-        [json!({"username": "has.account@example.com", "deleteaction": 3})]
+        [
+            json!({"username": "has.account@example.com", "deleteaction": 0}),
+            json!({"username": "has.account@example.com", "deleteaction": 2}),
+            json!({"username": "has.account@example.com", "deleteaction": 3})
+        ]
     );
 
     row(
