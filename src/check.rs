@@ -6,7 +6,7 @@
 
 use crate::amqp::{BrokerCheck, check_broker};
 use crate::config::Config;
-use crate::lastpass::{Client, ClientConfig, LastPass, LastPassError};
+use crate::lastpass::{Client, LastPass, LastPassError};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +71,7 @@ async fn check_lastpass(config: &Config) -> CheckItem {
         Ok(p) => p,
         Err(e) => return item(CheckState::Fatal, e.to_string()),
     };
-    let client = match Client::new(ClientConfig {
-        api_url: config.api_url.clone(),
-        cid: config.cid.clone(),
-        provhash,
-        timeout: config.lastpass_timeout,
-        max_response_bytes: config.lastpass_max_response_bytes,
-        time_zone: config.lastpass_time_zone,
-        max_rps: config.lastpass_max_rps,
-    }) {
+    let client = match Client::new(config.client_config(provhash)) {
         Ok(c) => c,
         Err(e) => return item(CheckState::Fatal, format!("LASTPASS_API_URL: {e}")),
     };

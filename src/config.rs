@@ -188,6 +188,22 @@ struct RunCommandLine {
 }
 
 impl Config {
+    /// The LastPass client's settings, with the secret just loaded.
+    pub fn client_config(
+        &self,
+        provhash: crate::lastpass::Provhash,
+    ) -> crate::lastpass::ClientConfig {
+        crate::lastpass::ClientConfig {
+            api_url: self.api_url.clone(),
+            cid: self.cid.clone(),
+            provhash,
+            timeout: self.lastpass_timeout,
+            max_response_bytes: self.lastpass_max_response_bytes,
+            time_zone: self.lastpass_time_zone,
+            max_rps: self.lastpass_max_rps,
+        }
+    }
+
     /// Parses flags exactly as `lastpass-connector run` does (the environment included), then
     /// validates them: the one way to build a `Config`.
     pub fn parse_from<I, T>(args: I) -> Result<Config, ConfigError>

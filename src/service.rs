@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::event::EventFactory;
 use crate::gate::Gate;
 use crate::health::Health;
-use crate::lastpass::{Client, ClientConfig, LastPassError};
+use crate::lastpass::{Client, LastPassError};
 use crate::processor::Processor;
 use crate::store::{CommandLedger, PgSettings, SnapshotStore, StoreError};
 use crate::sync::SyncSettings;
@@ -65,16 +65,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         }
     }
     let provhash = config.provhash.load()?;
-    let client = Client::new(ClientConfig {
-        api_url: config.api_url.clone(),
-        cid: config.cid.clone(),
-        provhash,
-        timeout: config.lastpass_timeout,
-        max_response_bytes: config.lastpass_max_response_bytes,
-        time_zone: config.lastpass_time_zone,
-        max_rps: config.lastpass_max_rps,
-    })
-    .map_err(RunError::Client)?;
+    let client = Client::new(config.client_config(provhash)).map_err(RunError::Client)?;
     let health = Health::default();
     let gate = Gate::default();
     let listener = crate::http::bind(config.http_addr)

@@ -260,6 +260,28 @@ impl ToolBroker {
         }))
     }
 
+    /// The next parked message on `ch`, not acked (it goes back when the channel closes unless
+    /// its delivery is acked).
+    async fn next_parked(
+        &self,
+        ch: &Channel,
+    ) -> Result<Option<(ParkedMessage, lapin::message::Delivery)>, ToolError> {
+        let got = ch
+            .basic_get(
+                self.names.dead_letter().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .map_err(amqp("reading P.dead-letter"))?;
+        Ok(got.map(|m| {
+            let parked = ParkedMessage {
+                headers: headers_of(&m.delivery.properties),
+                body: m.delivery.data.clone(),
+            };
+            (parked, m.delivery)
+        }))
+    }
+
     /// Reads up to `limit` parked messages without removing them (they go back when the
     /// channel closes).
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<ParkedMessage>, ToolError> {
@@ -270,20 +292,10 @@ impl ToolBroker {
             .map_err(amqp("opening a channel"))?;
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some(m) = ch
-                .basic_get(
-                    self.names.dead_letter().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await
-                .map_err(amqp("reading P.dead-letter"))?
-            else {
+            let Some((parked, _)) = self.next_parked(&ch).await? else {
                 break;
             };
-            out.push(ParkedMessage {
-                headers: headers_of(&m.delivery.properties),
-                body: m.delivery.data.clone(),
-            });
+            out.push(parked);
         }
         let _ = ch.close(200, "read".into()).await;
         Ok(out)
@@ -304,21 +316,7 @@ impl ToolBroker {
             .await
             .map_err(amqp("opening a channel"))?;
         let mut redriven = Vec::new();
-        loop {
-            let Some(m) = ch
-                .basic_get(
-                    self.names.dead_letter().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await
-                .map_err(amqp("reading P.dead-letter"))?
-            else {
-                break;
-            };
-            let parked = ParkedMessage {
-                headers: headers_of(&m.delivery.properties),
-                body: m.delivery.data.clone(),
-            };
+        while let Some((parked, delivery)) = self.next_parked(&ch).await? {
             if !select(&parked) {
                 continue;
             }
@@ -345,7 +343,7 @@ impl ToolBroker {
                     .with_delivery_mode(2);
                 self.publish(&self.names.commands(), &routing_key, &parked.body, props)
                     .await?;
-                m.delivery
+                delivery
                     .ack(BasicAckOptions::default())
                     .await
                     .map_err(amqp("acking the parked copy"))?;
