@@ -56,10 +56,21 @@ pub async fn floor(
             .map_err(amqp("declaring the floor queues"))?;
     }
     let result = run(&conn, &input, &output, n, concurrency, body).await;
+    // On a fresh channel: the setup channel may have been closed by an error in the run.
+    drop(setup);
+    let cleanup = conn.create_channel().await.map_err(amqp("channel"));
     for q in [&input, &output] {
-        let _ = setup
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        let deleted = match &cleanup {
+            Ok(ch) => ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = deleted {
+            tracing::warn!(queue = %q, error = %e, "could not delete a floor queue");
+        }
     }
     let _ = conn.close(200, "floor done".into()).await;
     result
