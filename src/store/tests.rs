@@ -28,7 +28,7 @@ impl Backend {
             }
             Backend::Postgres(db) => {
                 let (l, s) = open_postgres(&PgSettings {
-                    url: db.url(),
+                    url: db.url().into(),
                     prefix: prefix.into(),
                     retention,
                     concurrency: 4,
@@ -253,12 +253,9 @@ mod shared {
         let Backend::Postgres(db) = &b else {
             unreachable!()
         };
-        let (client, conn) = tokio_postgres::connect(
-            secrecy::ExposeSecret::expose_secret(&db.url()),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
+        let (client, conn) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         let n: i64 = client
             .query_one("SELECT count(*) FROM lpc_schema_migrations", &[])
@@ -290,10 +287,7 @@ mod shared {
 #[tokio::test]
 async fn a_url_that_requires_tls_gets_tls_or_nothing() {
     let db = TestDb::create().await;
-    let url = format!(
-        "{}?sslmode=require",
-        secrecy::ExposeSecret::expose_secret(&db.url())
-    );
+    let url = format!("{}?sslmode=require", &db.url());
     let err = open_postgres(&PgSettings {
         url: secrecy::SecretString::from(url),
         prefix: "tls".into(),
