@@ -3,7 +3,7 @@
 
 use crate::support::simulator::{self as sim, TestSim};
 use crate::support::{Broker, Running, amqp_url, command, test_retry};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
@@ -73,25 +73,16 @@ async fn expiration_and_oversized_headers_do_not_follow_a_parked_message() {
     let (broker, _sim, running, mut tap, _dir) = setup(&["ok@example.com"]).await;
     let mut headers = FieldTable::default();
     headers.insert("padding".into(), long(&"p".repeat(120 * 1024)));
-    let c = broker
-        .ch
-        .basic_publish(
-            broker.names.commands().into(),
-            "user.suspend".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+    broker
+        .send_on(
+            &broker.ch,
+            "user.suspend",
             b"not json",
             BasicProperties::default()
                 .with_expiration("500".into())
                 .with_headers(headers),
         )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(c.is_ack());
+        .await;
     let ev = tap.take(1, T).await;
     assert_eq!(ev[0]["data"]["error"]["code"], "not_json");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -224,22 +215,14 @@ async fn a_foreign_user_id_does_not_wedge_the_publisher() {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let confirm = ch
-        .basic_publish(
-            broker.names.commands().into(),
-            "user.suspend".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
+    broker
+        .send_on(
+            &ch,
+            "user.suspend",
             b"{\"not\": \"a command\"}",
             BasicProperties::default().with_user_id(other.name.as_str().into()),
         )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+        .await;
     let ev = tap.take(1, T).await;
     assert_eq!(ev[0]["data"]["outcome"], "rejected");
     // The connector still publishes: a command after it gets its event.

@@ -141,8 +141,23 @@ impl Broker {
     }
 
     pub async fn send_with(&self, routing_key: &str, body: &[u8], headers: FieldTable) {
-        let c = self
-            .ch
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        self.send_on(&self.ch, routing_key, body, props).await
+    }
+
+    /// Publishes to `P.commands` on `ch` (a confirm channel, perhaps of another broker user)
+    /// with exactly these properties, and asserts the broker confirmed and routed it.
+    pub async fn send_on(
+        &self,
+        ch: &Channel,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
+        let c = ch
             .basic_publish(
                 self.names.commands().into(),
                 routing_key.into(),
@@ -151,10 +166,7 @@ impl Broker {
                     ..Default::default()
                 },
                 body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_headers(headers),
+                properties,
             )
             .await
             .unwrap()
