@@ -42,24 +42,24 @@ async fn start(broker: &Broker, sim: &TestSim, dir: &std::path::Path) -> Connect
         base: format!("http://127.0.0.1:{port}"),
     };
     assert!(
-        wait_for(&c, |code, _| code == 200, Duration::from_secs(20)).await,
+        wait_for(&c.base, |code, _| code == 200, Duration::from_secs(20)).await,
         "never ready"
     );
     c
 }
 
-async fn get(c: &Connector, path: &str) -> Option<(u16, String)> {
+async fn get(base: &str, path: &str) -> Option<(u16, String)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let r = reqwest::get(format!("{}{path}", c.base)).await.ok()?;
+    let r = reqwest::get(format!("{base}{path}")).await.ok()?;
     let code = r.status().as_u16();
     Some((code, r.text().await.ok()?))
 }
 
 /// Polls `/readyz` until `want(status, body)` or the timeout.
-async fn wait_for(c: &Connector, want: impl Fn(u16, &Value) -> bool, timeout: Duration) -> bool {
+async fn wait_for(base: &str, want: impl Fn(u16, &Value) -> bool, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Some((code, body)) = get(c, "/readyz").await {
+        if let Some((code, body)) = get(base, "/readyz").await {
             let v: Value = serde_json::from_str(&body).unwrap_or_default();
             if want(code, &v) {
                 return true;
@@ -84,19 +84,15 @@ async fn readyz_follows_the_broker_connection_and_the_credentials() {
     let mut tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
     let c = start(&broker, &sim, dir.path()).await;
-    assert_eq!(get(&c, "/healthz").await.unwrap().0, 200);
+    assert_eq!(get(&c.base, "/healthz").await.unwrap().0, 200);
 
     // The broker connection is cut: not ready (broker_disconnected) until it reconnects.
     let name = format!("lastpass-connector {} pid", broker.prefix());
     let watcher = {
         let base = c.base.clone();
         tokio::spawn(async move {
-            let probe = Connector {
-                child: std::process::Command::new("true").spawn().unwrap(),
-                base,
-            };
             wait_for(
-                &probe,
+                &base,
                 |code, v| code == 503 && has_reason(v, "broker_disconnected"),
                 Duration::from_secs(10),
             )
@@ -113,7 +109,7 @@ async fn readyz_follows_the_broker_connection_and_the_credentials() {
         "503 broker_disconnected while reconnecting"
     );
     assert!(
-        wait_for(&c, |code, _| code == 200, Duration::from_secs(20)).await,
+        wait_for(&c.base, |code, _| code == 200, Duration::from_secs(20)).await,
         "ready again after reconnecting"
     );
 
@@ -124,7 +120,7 @@ async fn readyz_follows_the_broker_connection_and_the_credentials() {
     broker.send_json(&cmd).await;
     assert!(
         wait_for(
-            &c,
+            &c.base,
             |code, v| code == 503 && has_reason(v, "credentials_refused"),
             Duration::from_secs(20)
         )
@@ -133,7 +129,7 @@ async fn readyz_follows_the_broker_connection_and_the_credentials() {
     );
     sim.rotate(&old);
     assert!(
-        wait_for(&c, |code, _| code == 200, Duration::from_secs(40)).await,
+        wait_for(&c.base, |code, _| code == 200, Duration::from_secs(40)).await,
         "ready again once the credentials work"
     );
     assert_eq!(
@@ -182,11 +178,11 @@ async fn metrics_are_prometheus_text_and_the_command_counter_moves() {
         "{}",
         String::from_utf8_lossy(&hc.stderr)
     );
-    let before = get(&c, "/metrics").await.unwrap().1;
+    let before = get(&c.base, "/metrics").await.unwrap().1;
     let (id, cmd) = command("user.suspend", "m@example.com");
     broker.send_json(&cmd).await;
     tap.for_command(&id, Duration::from_secs(20)).await;
-    let (code, after) = get(&c, "/metrics").await.unwrap();
+    let (code, after) = get(&c.base, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     assert_eq!(
         commands_counter(&after, "user.suspend") - commands_counter(&before, "user.suspend"),
