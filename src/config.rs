@@ -90,6 +90,13 @@ pub struct RunArgs {
     #[arg(long, env = "CONNECTOR_SYNC_PAGE_SIZE", value_name = "CONNECTOR_SYNC_PAGE_SIZE", default_value_t = DEFAULT_PAGE_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub sync_page_size: u32,
+    /// Most provisions coalesced into one batchadd (and one look); 1 turns batching off.
+    #[arg(long, env = "CONNECTOR_BATCH_MAX", value_name = "CONNECTOR_BATCH_MAX", default_value_t = 50,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch_max: u16,
+    /// Longest a provision waits for others to share a LastPass call with.
+    #[arg(long, env = "CONNECTOR_BATCH_WINDOW", value_name = "CONNECTOR_BATCH_WINDOW", default_value = "200ms", value_parser = parse_duration)]
+    pub batch_window: Duration,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(
         long,
@@ -170,6 +177,9 @@ pub struct Config {
     pub delivery_limit: u32,
     pub sync_interval: Option<Duration>,
     pub sync_page_size: u32,
+    /// `CONNECTOR_BATCH_MAX` and `CONNECTOR_BATCH_WINDOW`.
+    pub batch_max: u16,
+    pub batch_window: Duration,
     pub shutdown_grace: Duration,
     pub http_addr: std::net::SocketAddr,
 }
@@ -298,6 +308,8 @@ impl Config {
             delivery_limit: a.delivery_limit,
             sync_interval: a.sync_interval,
             sync_page_size: a.sync_page_size,
+            batch_max: a.batch_max,
+            batch_window: a.batch_window,
             shutdown_grace: a.shutdown_grace,
             http_addr: a.http_addr,
         })

@@ -279,6 +279,7 @@ impl Harness {
             stop: CancellationToken::new(),
             in_flight_window: Duration::from_secs(3),
             store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            batcher: None,
         };
         Harness {
             lp,

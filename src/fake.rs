@@ -25,6 +25,8 @@ struct State {
     existing_elsewhere: BTreeSet<String>,
     /// Pending invitations (lower-case emails).
     invited: BTreeSet<String>,
+    /// `batchadd` calls answered.
+    batchadds: usize,
     /// Messages for the next `batchadd`s: each answers OK with it and creates nobody.
     skip_adds: VecDeque<String>,
 }
@@ -165,6 +167,11 @@ impl FakeLastPass {
         self.state.lock().unwrap().calls.clone()
     }
 
+    /// How many `batchadd` calls were answered (each may carry several users).
+    pub fn batchadd_calls(&self) -> usize {
+        self.state.lock().unwrap().batchadds
+    }
+
     /// The next calls fail with these errors, in order.
     pub fn fail_next(&self, errors: impl IntoIterator<Item = LastPassError>) {
         self.state.lock().unwrap().failures.extend(errors);
@@ -196,7 +203,8 @@ impl LastPass for FakeLastPass {
     }
 
     async fn list_page(&self, page_index: u32, page_size: u32) -> Result<UserPage, LastPassError> {
-        let s = self.check()?;
+        let mut s = self.check()?;
+        s.calls.push(format!("getuserdata page {page_index}"));
         let users = s
             .users
             .values()
@@ -252,6 +260,7 @@ impl LastPass for FakeLastPass {
     async fn create_users(&self, users: &[NewUser]) -> Result<AddOutcome, LastPassError> {
         let mut s = self.check()?;
         let skipped = s.skip_adds.pop_front();
+        s.batchadds += 1;
         for u in users {
             s.mutations.push(format!("batchadd {}", u.email));
             s.calls.push(format!("batchadd {}", u.email));

@@ -29,6 +29,7 @@
 
 pub mod amqp;
 mod apply;
+mod batch;
 pub mod check;
 pub mod cli;
 pub mod command;

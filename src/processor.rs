@@ -4,6 +4,7 @@
 //! then ack), and LastPass is any [`LastPass`].
 
 use crate::apply::{self, Plan};
+use crate::batch::{Batcher, Ticket};
 use crate::command::{Action, Command, Prepared, Rejection};
 use crate::event::{
     ErrorInfo, Event, EventFactory, EventKind, EventSink, FailureCode, Outcome, Resolution,
@@ -58,6 +59,8 @@ pub(crate) struct Processor<L: LastPass> {
     pub in_flight_window: Duration,
     /// Whether the store answered the last time it was used (readiness).
     pub store_ok: Arc<AtomicBool>,
+    /// Coalesces the calls of provisions in flight together (`None`: `CONNECTOR_BATCH_MAX=1`).
+    pub batcher: Option<Batcher<L>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,8 +201,18 @@ impl<L: LastPass> Processor<L> {
         // Set once an intent is recorded, so that every later attempt knows it may have acted.
         let acted = AtomicBool::new(acted_before);
         let mut auth_failures = 0u32;
+        // A provision joins the batches of the provisions in flight with it.
+        let ticket = match (&self.batcher, &command.action) {
+            (Some(b), Action::Provision(_)) => Some(b.ticket()),
+            _ => None,
+        };
         loop {
-            let result = self.attempt_with_backoff(&command, &acted, &attempts).await;
+            let result = self
+                .attempt_with_backoff(&command, &acted, &attempts, ticket.as_ref())
+                .await;
+            if let Some(t) = &ticket {
+                t.finish();
+            }
             match result {
                 Ok(resolution) => {
                     self.gate.set(true);
@@ -323,42 +336,56 @@ impl<L: LastPass> Processor<L> {
     }
 
     /// Look and act, retried in process with exponential backoff and jitter on transient
-    /// errors, honouring `Retry-After`.
+    /// errors, honouring `Retry-After`. A provision with a `ticket` makes its calls through it
+    /// (batched with the provisions in flight together).
     async fn attempt_with_backoff(
         &self,
         command: &Command,
         acted: &AtomicBool,
         attempts: &AtomicU32,
+        ticket: Option<&Ticket<L>>,
     ) -> Result<Resolution, StepError> {
         let once = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            let plan = apply::look(
-                &*self.lastpass,
-                &command.action,
-                acted.load(Ordering::Relaxed),
-            )
-            .await
-            .map_err(StepError::LastPass)?;
-            match plan {
-                Plan::Done(r) => Ok(r),
-                Plan::Act(act) => {
-                    // The intent is durable before the mutating call: a suspend and a
-                    // deprovision make it without looking first, so this is before any call.
-                    let acted_before = acted.load(Ordering::Relaxed);
-                    if !acted_before {
-                        self.ledger
-                            .record_intent(command.meta.command_id)
-                            .await
-                            .map_err(StepError::Store)?;
-                        acted.store(true, Ordering::Relaxed);
-                    }
-                    apply::act(&*self.lastpass, &act, acted_before)
-                        .await
-                        .map_err(StepError::LastPass)
+            match ticket {
+                Some(t) => {
+                    t.restart();
+                    self.look_and_act(t, command, acted).await
                 }
+                None => self.look_and_act(&*self.lastpass, command, acted).await,
             }
         };
         self.retry.run(&self.stop, "look and act", once).await
+    }
+
+    /// One attempt: look, record the intent, act.
+    async fn look_and_act<P: LastPass>(
+        &self,
+        lastpass: &P,
+        command: &Command,
+        acted: &AtomicBool,
+    ) -> Result<Resolution, StepError> {
+        let plan = apply::look(lastpass, &command.action, acted.load(Ordering::Relaxed))
+            .await
+            .map_err(StepError::LastPass)?;
+        match plan {
+            Plan::Done(r) => Ok(r),
+            Plan::Act(act) => {
+                // The intent is durable before the mutating call: a suspend and a deprovision
+                // make it without looking first, so this is before any call.
+                let acted_before = acted.load(Ordering::Relaxed);
+                if !acted_before {
+                    self.ledger
+                        .record_intent(command.meta.command_id)
+                        .await
+                        .map_err(StepError::Store)?;
+                    acted.store(true, Ordering::Relaxed);
+                }
+                apply::act(lastpass, &act, acted_before)
+                    .await
+                    .map_err(StepError::LastPass)
+            }
+        }
     }
 
     async fn process_sync<S: EventSink>(&self, command: Command, sink: &S) -> Disposition {
@@ -500,6 +527,7 @@ mod tests {
             stop: CancellationToken::new(),
             in_flight_window: Duration::from_secs(3),
             store_ok: Arc::new(AtomicBool::new(true)),
+            batcher: None,
         };
         Setup {
             p,
@@ -647,6 +675,75 @@ mod tests {
             .unwrap();
         assert!(s.p.gate.is_open());
         assert_eq!(s.reloads.load(Ordering::Relaxed), 1);
+    }
+
+    fn provision(email: &str, id: Uuid) -> Prepared {
+        let body = serde_json::json!({"command_id": id, "type": "user.provision",
+            "user": {"email": email, "first_name": "A", "last_name": "B"}});
+        Prepared::parse(Incoming {
+            body: body.to_string().into_bytes(),
+            queue: CommandType::Provision,
+            trace: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn provisions_in_flight_together_share_calls_and_are_resolved_per_user() {
+        let mut s = setup();
+        s.p.batcher = Some(Batcher::new(
+            s.p.lastpass.clone(),
+            crate::batch::BatchSettings {
+                max: 50,
+                window: Duration::from_secs(5),
+                page_size: 100,
+            },
+        ));
+        let lp = s.p.lastpass.clone();
+        lp.add("present@example.com", false, false, false);
+        lp.add("suspended@example.com", true, false, false);
+        lp.exists_elsewhere("elsewhere@example.com");
+        let emails: Vec<String> = (0..8)
+            .map(|i| format!("new{i}@example.com"))
+            .chain(
+                ["present", "suspended", "elsewhere"]
+                    .iter()
+                    .map(|n| format!("{n}@example.com")),
+            )
+            .collect();
+        let ids: Vec<Uuid> = emails.iter().map(|_| Uuid::new_v4()).collect();
+        let all = emails
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| s.p.process(provision(e, *id), &NoSink));
+        let results = futures_util::future::join_all(all).await;
+        let by_email: std::collections::HashMap<&str, serde_json::Value> = emails
+            .iter()
+            .map(String::as_str)
+            .zip(results.iter().map(outcome))
+            .collect();
+        for i in 0..8 {
+            let d = &by_email[format!("new{i}@example.com").as_str()];
+            assert_eq!(d["outcome"], "applied", "{d}");
+            assert_eq!(d["account_status"], "Staged", "{d}");
+        }
+        assert_eq!(by_email["present@example.com"]["outcome"], "already_done");
+        let suspended = &by_email["suspended@example.com"];
+        assert_eq!(suspended["outcome"], "failed");
+        assert_eq!(suspended["error"]["code"], "account_suspended");
+        let elsewhere = &by_email["elsewhere@example.com"];
+        assert_eq!(elsewhere["outcome"], "applied");
+        assert_eq!(elsewhere["invitation_pending"], true);
+        // Eleven provisions: one page before, one batchadd of the nine to create, one page after
+        // (the invitation is answered from the page's `invited`).
+        let calls = lp.calls();
+        assert_eq!(lp.batchadd_calls(), 1, "{calls:?}");
+        assert_eq!(calls.iter().filter(|c| c.starts_with("getuserdata")).count(), 2, "{calls:?}");
+        // Each is recorded as completed on its own: a redelivery repeats its own event.
+        for (e, id) in emails.iter().zip(&ids) {
+            let again = s.p.process(provision(e, *id), &NoSink).await;
+            assert_eq!(outcome(&again)["command_id"], id.to_string());
+        }
+        assert_eq!(lp.batchadd_calls(), 1, "nothing was created twice");
     }
 
     #[tokio::test]

@@ -101,8 +101,19 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
             Err(e) => warn!(error = %e, "could not re-read the provhash"),
         })
     };
+    let lastpass = Arc::new(client);
+    let batcher = (config.batch_max > 1).then(|| {
+        crate::batch::Batcher::new(
+            lastpass.clone(),
+            crate::batch::BatchSettings {
+                max: usize::from(config.batch_max),
+                window: config.batch_window,
+                page_size: config.sync_page_size,
+            },
+        )
+    });
     let processor = Arc::new(Processor {
-        lastpass: Arc::new(client),
+        lastpass,
         ledger: ledger.clone(),
         snapshot,
         events: EventFactory::new(&config.cid),
@@ -115,6 +126,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         stop: stop.clone(),
         in_flight_window: config.lastpass_timeout + IN_FLIGHT_MARGIN,
         store_ok: store_ok.clone(),
+        batcher,
     });
     let settings = AmqpSettings {
         url: config.amqp_url.clone(),

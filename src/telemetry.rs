@@ -19,6 +19,7 @@ pub(crate) const READY: &str = "lastpass_connector_ready";
 pub(crate) const SYNC_ACCOUNTS: &str = "lastpass_connector_sync_accounts";
 pub(crate) const LAST_SYNC: &str = "lastpass_connector_last_sync_success_timestamp_seconds";
 pub(crate) const BUILD_INFO: &str = "lastpass_connector_build_info";
+pub(crate) const BATCH_SIZE: &str = "lastpass_connector_batch_size";
 
 /// The process's recorder, installed on first use.
 pub(crate) fn handle() -> &'static PrometheusHandle {
@@ -28,6 +29,11 @@ pub(crate) fn handle() -> &'static PrometheusHandle {
             .set_buckets(&[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ])
+            .expect("static buckets are valid")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(BATCH_SIZE.to_string()),
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            )
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -85,6 +91,10 @@ fn describe() {
         LAST_SYNC,
         Unit::Seconds,
         "Unix time of the last complete sync."
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        "Provisions served by one batched LastPass call, by call (batchadd, getuserdata)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version and commit are labels.");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => crate::GIT_COMMIT)

@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Simulated LastPass latency per call.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// The simulator answers HTTP 429 to calls above this many per second (LastPass's
+    /// throttling), to measure the call budget.
+    #[arg(long, value_name = "RPS")]
+    pub rate_limit_rps: Option<f64>,
     /// Extra environment for the connector (`NAME=VALUE`, repeatable), e.g.
     /// `--env CONNECTOR_BATCH_MAX=1`.
     #[arg(long = "env", value_name = "NAME=VALUE")]
@@ -104,6 +108,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
         users: args.sync.unwrap_or(0),
         faults: Faults {
             latency_ms: args.latency_ms,
+            rate_limit_rps: args.rate_limit_rps,
             ..Faults::default()
         },
         ..SimulatorConfig::default()
@@ -279,6 +284,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             + calls_before.deluser
             + calls_before.batchadd
             + calls_before.enableuser);
+    let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
     let missing = sent.len();
 
     let _ = std::process::Command::new("kill")
@@ -336,6 +342,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
         "p50_ms": percentile(&latencies, 50.0), "p95_ms": percentile(&latencies, 95.0),
         "p99_ms": percentile(&latencies, 99.0),
         "lastpass_calls": calls, "calls_per_command": calls as f64 / done.max(1) as f64,
+        "rate_limit_rps": args.rate_limit_rps, "answered_429": rate_limited,
         "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
         "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
     });
@@ -358,6 +365,11 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             "LastPass calls      {calls} ({:.2} per command)",
             calls as f64 / done.max(1) as f64
         );
+        if let Some(rps) = args.rate_limit_rps {
+            println!(
+                "answered 429        {rate_limited} (the simulator throttles above {rps} calls/s)"
+            );
+        }
         println!(
             "connector CPU       {:.2} s per 1,000 commands",
             cpu * 1000.0 / done.max(1) as f64
