@@ -21,9 +21,10 @@
 //! is left out of it.
 //!
 //! When does a batch close? When it holds `max` members; when `window` has passed since its first
-//! member joined; or as soon as every provision in flight that has not passed this stage yet has
-//! joined (after a short gather of [`GATHER`], so that provisions arriving in the same instant
-//! join too): a lone provision does not wait for company that is not coming. The processor tells
+//! member joined; or as soon as every provision that was already in flight when it opened, and has
+//! not passed this stage, has joined (after a short gather of [`GATHER`], so that provisions
+//! arriving in the same instant join too). A lone provision does not wait for company that is not
+//! coming, and a steady stream of new provisions does not hold a batch open. The processor tells
 //! the batcher which provisions are in flight with a [`Ticket`] per command.
 
 use crate::email::Email;
@@ -37,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-/// How long a batch that every expected member has joined still waits for members arriving in
+/// How long a batch that every awaited member has joined still waits for members arriving in
 /// the same instant.
 pub const GATHER: Duration = Duration::from_millis(2);
 /// How long the knowledge that the tenant does not fit on one page is trusted before a batch
@@ -85,14 +86,16 @@ struct Waiter {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Waiter>,
+    /// When the forming batch's first member joined.
     since: Option<Instant>,
+    /// The tickets taken before then (ids below this): the batch waits for those, not for
+    /// provisions that arrive later (they may keep coming).
+    horizon: u64,
 }
 
 #[derive(Default)]
 struct State {
     queues: [Queue; STAGES],
-    /// For each stage, how many live tickets have not passed it yet.
-    expected: [usize; STAGES],
     /// Each live ticket's next stage (`STAGES`: past them all).
     tickets: HashMap<u64, usize>,
     next_ticket: u64,
@@ -105,28 +108,40 @@ impl State {
     /// Moves `ticket` past `stage`.
     fn pass(&mut self, ticket: u64, stage: usize) {
         if let Some(pos) = self.tickets.get_mut(&ticket) {
-            while *pos <= stage && *pos < STAGES {
-                self.expected[*pos] -= 1;
-                *pos += 1;
-            }
+            *pos = (*pos).max(stage + 1);
         }
     }
 
     /// The batch to run now at `stage`, or when to look again.
     fn take(&mut self, stage: usize, s: &BatchSettings, now: Instant) -> Taken {
-        let expected = self.expected[stage];
+        let next_ticket = self.next_ticket;
         let q = &mut self.queues[stage];
         q.waiting.retain(|w| !w.item.abandoned());
         if q.waiting.is_empty() {
             q.since = None;
             return Taken::Idle;
         }
-        let since = *q.since.get_or_insert(now);
+        let since = match q.since {
+            Some(t) => t,
+            None => {
+                q.horizon = next_ticket;
+                *q.since.insert(now)
+            }
+        };
         let n = q.waiting.len();
+        // Provisions that were in flight when this batch opened and have not reached this
+        // stage yet: the batch waits for them (within the window).
+        let coming = self
+            .tickets
+            .iter()
+            .filter(|&(id, pos)| {
+                *id < q.horizon && *pos <= stage && !q.waiting.iter().any(|w| w.ticket == *id)
+            })
+            .count();
         let window_over = now >= since + s.window;
-        let everyone = n >= expected && now >= since + GATHER.min(s.window);
+        let everyone = coming == 0 && now >= since + GATHER.min(s.window);
         if !(n >= s.max || window_over || everyone) {
-            let wake = if n >= expected {
+            let wake = if coming == 0 {
                 since + GATHER.min(s.window)
             } else {
                 since + s.window
@@ -136,6 +151,10 @@ impl State {
         let batch: Vec<Waiter> = q.waiting.drain(..n.min(s.max)).collect();
         if q.waiting.is_empty() {
             q.since = None;
+        } else {
+            // The rest (beyond `max`) forms the next batch, whose wait starts now.
+            q.since = Some(now);
+            q.horizon = next_ticket;
         }
         for w in &batch {
             self.pass(w.ticket, stage);
@@ -230,9 +249,6 @@ impl<L: LastPass> Batcher<L> {
         let id = st.next_ticket;
         st.next_ticket += 1;
         st.tickets.insert(id, 0);
-        for e in &mut st.expected {
-            *e += 1;
-        }
         Ticket {
             batcher: self.clone(),
             id,
@@ -251,13 +267,9 @@ impl<L: LastPass> Ticket<L> {
     /// A new attempt of the command starts: it goes through every stage again.
     pub fn restart(&self) {
         let mut st = self.batcher.inner.state();
-        let Some(pos) = st.tickets.get(&self.id).copied() else {
-            return;
-        };
-        for k in 0..pos {
-            st.expected[k] += 1;
+        if let Some(pos) = st.tickets.get_mut(&self.id) {
+            *pos = 0;
         }
-        st.tickets.insert(self.id, 0);
     }
 
     /// The attempt is over: no batch waits for this provision any more.
@@ -309,7 +321,6 @@ impl<L: LastPass> Ticket<L> {
 impl<L: LastPass> Drop for Ticket<L> {
     fn drop(&mut self) {
         let mut st = self.batcher.inner.state();
-        st.pass(self.id, STAGES - 1);
         st.tickets.remove(&self.id);
         drop(st);
         self.batcher.inner.wake_all();
