@@ -876,3 +876,55 @@ async fn a_burst_against_a_rate_limit_adapts_and_applies_every_command_once() {
     );
     running.stop().await;
 }
+
+/// Issue 12: provisions in flight together share one `batchadd` (and their looks), and each is
+/// still answered on its own, with its own outcome.
+#[tokio::test]
+async fn provisions_in_flight_together_share_a_batchadd() {
+    let sim = TestSim::start().await;
+    sim.add("present@example.com", false, false);
+    let broker = Broker::new(&test_retry()).await;
+    let mut tap = broker.tap().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    config.concurrency = 16;
+    config.batch_window = Duration::from_secs(2);
+    let running = Running::start(config).await;
+    // Each call takes 300 ms, so the provisions published below are in flight together.
+    sim.faults(sim::FaultsPatch {
+        latency_ms: Some(300),
+        ..Default::default()
+    });
+    let total = |c: lastpass_connector::simulator::CallCounts| {
+        c.getuserdata + c.deluser + c.batchadd + c.enableuser
+    };
+    let calls_before = total(sim.handle.call_counts());
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (id, cmd) = command("user.provision", &format!("batch{i}@example.com"));
+        broker.send_json(&cmd).await;
+        ids.push(id);
+    }
+    let (present, cmd) = command("user.provision", "present@example.com");
+    broker.send_json(&cmd).await;
+    for (i, id) in ids.iter().enumerate() {
+        let ev = tap.for_command(id, T).await;
+        assert_eq!(data(&ev)["outcome"], "applied", "{ev:#}");
+        assert_eq!(data(&ev)["account_status"], "Staged", "{ev:#}");
+        assert!(sim.user(&format!("batch{i}@example.com")).is_some());
+    }
+    let ev = tap.for_command(&present, T).await;
+    assert_eq!(data(&ev)["outcome"], "already_done", "{ev:#}");
+    let batchadds = sim.mutations("batchadd");
+    assert!(
+        batchadds <= 2,
+        "12 provisions in flight together made {batchadds} batchadd calls"
+    );
+    let calls = total(sim.handle.call_counts()) - calls_before;
+    eprintln!("13 provisions in flight together: {calls} LastPass calls, {batchadds} batchadd");
+    assert!(
+        calls <= 20,
+        "13 provisions made {calls} LastPass calls (39 one at a time)"
+    );
+    running.stop().await;
+}
