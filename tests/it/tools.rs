@@ -204,7 +204,16 @@ async fn the_demo_runs_and_exits_0() {
 async fn the_benchmark_runs_on_a_tiny_n() {
     let out = tool_async(
         "unused".into(),
-        vec!["bench", "--n", "30", "--concurrency", "8", "--json"],
+        vec![
+            "bench",
+            "--n",
+            "30",
+            "--concurrency",
+            "8",
+            "--json",
+            "--env",
+            "CONNECTOR_BATCH_MAX=1",
+        ],
     )
     .await;
     let text = stdout(&out);
@@ -218,7 +227,8 @@ async fn the_benchmark_runs_on_a_tiny_n() {
     assert_eq!(v["missing"], 0);
     assert!(v["commands_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["floor_per_s"].as_f64().unwrap() > 0.0);
-    // A provision looks, acts and confirms its batchadd with one more look (3); a suspend and a
+    // Unbatched (batching is `consumer::provisions_in_flight_together_share_a_batchadd`): a
+    // provision looks, acts and confirms its batchadd with one more look (3); a suspend and a
     // deprovision of an active user make their deluser only (1 each).
     let calls = v["calls_per_command"].as_f64().unwrap();
     assert!(
