@@ -31,6 +31,11 @@
 //! answer tells the common cases apart, and look only after "no such user" (an invitation and
 //! nobody both answer that). Where an earlier attempt recorded an intent (`acted_before`) and the
 //! state shows the effect, the outcome is `applied`, not `already_done`.
+//!
+//! Every row is decided in one place, [`decide`], from what one look found; [`look`] and [`act`]
+//! use it, and so does [`preview`] (`run --dry-run`), which only looks (one `getuserdata`, for
+//! every command type) and reports the row the real run would take: the call it would make and
+//! the outcome it would report, without making any mutating call.
 
 use crate::command::Action;
 use crate::email::Email;
@@ -61,6 +66,30 @@ pub enum Act {
         email: Email,
         never_logged_in: bool,
     },
+    /// `deluser` with `deleteaction` 3: cancel a pending invitation. Decided only after a look
+    /// found the invitation (a deprovision's `deluser` 2 answered "no such user", or a preview).
+    CancelInvitation(Email),
+}
+
+impl Act {
+    /// The LastPass API command this act sends.
+    pub fn api_command(&self) -> &'static str {
+        match self {
+            Act::Create(_) => "batchadd",
+            Act::Suspend(_) | Act::Delete(_) | Act::CancelInvitation(_) => "deluser",
+            Act::Enable { .. } => "enableuser",
+        }
+    }
+
+    /// The `deleteaction` of a `deluser`; `None` for the other calls.
+    pub fn delete_action(&self) -> Option<DeleteAction> {
+        match self {
+            Act::Suspend(_) => Some(DeleteAction::Deactivate),
+            Act::Delete(_) => Some(DeleteAction::Delete),
+            Act::CancelInvitation(_) => Some(DeleteAction::CancelInvitation),
+            Act::Create(_) | Act::Enable { .. } => None,
+        }
+    }
 }
 
 fn done(outcome: Outcome, status: Option<AccountStatus>) -> Resolution {
@@ -142,6 +171,83 @@ fn applied_or_done(acted_before: bool) -> Outcome {
     }
 }
 
+/// What a call reports when LastPass does what it is asked: the first row of each command.
+/// A new account has never logged in, so a `batchadd` is predicted Staged (LastPass may make a
+/// pending invitation instead, also Staged; only the look after the real call tells).
+fn success(act: &Act) -> Resolution {
+    match act {
+        Act::Create(_) => done(Outcome::Applied, Some(AccountStatus::Staged)),
+        Act::Suspend(_) => done(Outcome::Applied, Some(AccountStatus::Suspended)),
+        Act::Delete(_) | Act::CancelInvitation(_) => applied_delete(),
+        Act::Enable {
+            never_logged_in, ..
+        } => done(Outcome::Applied, Some(enabled_status(*never_logged_in))),
+    }
+}
+
+/// The suspend rows, from what a look found: nobody, an invitation, a disabled account (nothing
+/// to do) or an enabled one (`deluser` 0).
+fn decide_suspend(e: &Email, user: Option<User>, acted_before: bool) -> Plan {
+    match user {
+        None => Plan::Done(not_found(e)),
+        Some(u) if u.invitation_pending => Plan::Done(only_invited(e, "suspend")),
+        Some(u) if u.disabled => Plan::Done(done(
+            applied_or_done(acted_before),
+            Some(AccountStatus::Suspended),
+        )),
+        Some(_) => Plan::Act(Act::Suspend(e.clone())),
+    }
+}
+
+/// The deprovision rows, from what a look found: nobody (nothing to do), an invitation
+/// (`deluser` 3) or an account (`deluser` 2).
+fn decide_delete(e: &Email, user: Option<User>, acted_before: bool) -> Plan {
+    match user {
+        None if acted_before => Plan::Done(applied_delete()),
+        None => Plan::Done(done(
+            Outcome::AlreadyDone,
+            Some(AccountStatus::Deprovisioned),
+        )),
+        Some(u) if u.invitation_pending => Plan::Act(Act::CancelInvitation(e.clone())),
+        Some(_) => Plan::Act(Act::Delete(e.clone())),
+    }
+}
+
+/// Every row of the semantics table, from what one look (`find_user`) found for the command's
+/// email. `acted_before` is as for [`look`].
+pub fn decide(action: &Action, user: Option<User>, acted_before: bool) -> Plan {
+    let applied_or_done = applied_or_done(acted_before);
+    let invitation = user.as_ref().is_some_and(|u| u.invitation_pending);
+    match (action, user) {
+        (Action::Suspend(e), user) => decide_suspend(e, user, acted_before),
+        (Action::Deprovision(e), user) => decide_delete(e, user, acted_before),
+        (Action::Provision(u), None) => Plan::Act(Act::Create(u.clone())),
+        (Action::Provision(_), Some(_)) if invitation => Plan::Done(invited(applied_or_done)),
+        (Action::Provision(n), Some(u)) if u.disabled => Plan::Done(failed(
+            FailureCode::AccountSuspended,
+            format!(
+                "{} exists in LastPass but is suspended; provisioning does not re-enable \
+                 it: send user.reactivate for that",
+                n.email
+            ),
+            Some(AccountStatus::Suspended),
+        )),
+        (Action::Provision(_), Some(u)) => {
+            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
+        }
+        (Action::Reactivate(e), None) => Plan::Done(not_found(e)),
+        (Action::Reactivate(e), Some(_)) if invitation => Plan::Done(only_invited(e, "reactivate")),
+        (Action::Reactivate(e), Some(u)) if u.disabled => Plan::Act(Act::Enable {
+            email: e.clone(),
+            never_logged_in: u.never_logged_in,
+        }),
+        (Action::Reactivate(_), Some(u)) => {
+            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
+        }
+        (Action::Sync, _) => unreachable!("a sync is not a user command"),
+    }
+}
+
 /// Decides, looking the user up only where the act's answer would not tell the cases apart (a
 /// provision and a reactivate look; a suspend and a deprovision act straight away).
 /// `acted_before` says that an earlier attempt of this same command got as far as the mutating
@@ -159,37 +265,55 @@ pub async fn look<L: LastPass>(
         Action::Reactivate(e) => e,
         Action::Sync => unreachable!("a sync is not a user command"),
     };
+    Ok(decide(action, lp.find_user(email).await?, acted_before))
+}
+
+/// What a user command would do, found by looking only (`run --dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// The call that would change LastPass; `None` when the real run would change nothing
+    /// (it may still send a `deluser` that LastPass answers "already disabled" or "no such
+    /// user").
+    pub would: Option<Act>,
+    /// What the real run would report: its outcome, error, and the account status after it.
+    pub predicted: Resolution,
+    /// The account's status now (nothing was changed); `None` when LastPass has no such user.
+    pub status_now: Option<AccountStatus>,
+    /// The person is only invited now.
+    pub invited_now: bool,
+}
+
+/// Looks the user up once (one `getuserdata`, whatever the command) and returns the row of the
+/// semantics table the real run would take, without any mutating call. `acted_before` is as for
+/// [`look`] (an intent recorded by an earlier, real attempt makes the prediction `applied`
+/// where the real run would say so). Transient and authorization errors are returned, as by
+/// [`look`].
+pub async fn preview<L: LastPass>(
+    lp: &L,
+    action: &Action,
+    acted_before: bool,
+) -> Result<Preview, LastPassError> {
+    let email = match action {
+        Action::Provision(u) => &u.email,
+        Action::Suspend(e) | Action::Deprovision(e) | Action::Reactivate(e) => e,
+        Action::Sync => unreachable!("a sync is not a user command"),
+    };
     let user = lp.find_user(email).await?;
-    let applied_or_done = applied_or_done(acted_before);
-    let invitation = user.as_ref().is_some_and(|u| u.invitation_pending);
-    Ok(match (action, user) {
-        (Action::Provision(u), None) => Plan::Act(Act::Create(u.clone())),
-        (Action::Provision(_), Some(_)) if invitation => Plan::Done(invited(applied_or_done)),
-        (Action::Provision(_), Some(u)) if u.disabled => Plan::Done(failed(
-            FailureCode::AccountSuspended,
-            format!(
-                "{email} exists in LastPass but is suspended; provisioning does not re-enable \
-                 it: send user.reactivate for that"
-            ),
-            Some(AccountStatus::Suspended),
-        )),
-        (Action::Provision(_), Some(u)) => {
-            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
-        }
-        (Action::Reactivate(_), None) => Plan::Done(not_found(email)),
-        (Action::Reactivate(_), Some(_)) if invitation => {
-            Plan::Done(only_invited(email, "reactivate"))
-        }
-        (Action::Reactivate(e), Some(u)) if u.disabled => Plan::Act(Act::Enable {
-            email: e.clone(),
-            never_logged_in: u.never_logged_in,
-        }),
-        (Action::Reactivate(_), Some(u)) => {
-            Plan::Done(done(applied_or_done, Some(AccountStatus::of(&u))))
-        }
-        (Action::Suspend(_) | Action::Deprovision(_) | Action::Sync, _) => {
-            unreachable!("decided above without a look")
-        }
+    let status_now = user.as_ref().map(AccountStatus::of);
+    let invited_now = user.as_ref().is_some_and(|u| u.invitation_pending);
+    Ok(match decide(action, user, acted_before) {
+        Plan::Done(predicted) => Preview {
+            would: None,
+            predicted,
+            status_now,
+            invited_now,
+        },
+        Plan::Act(act) => Preview {
+            predicted: success(&act),
+            would: Some(act),
+            status_now,
+            invited_now,
+        },
     })
 }
 
@@ -247,48 +371,35 @@ pub async fn act<L: LastPass>(
             Err(e) => Err(e),
         },
         Act::Suspend(e) => match lp.delete_user(e, DeleteAction::Deactivate).await {
-            Ok(DelUserOutcome::Done) => Ok(done(Outcome::Applied, Some(AccountStatus::Suspended))),
+            Ok(DelUserOutcome::Done) => Ok(success(act)),
             Ok(DelUserOutcome::AlreadyDisabled) => Ok(done(
                 applied_or_done(acted_before),
                 Some(AccountStatus::Suspended),
             )),
             // An invitation and nobody both answer "no such user": look to tell them apart.
-            Err(LastPassError::NoSuchUser(_)) => match lp.find_user(e).await? {
-                None => Ok(not_found(e)),
-                Some(u) if u.invitation_pending => Ok(only_invited(e, "suspend")),
-                Some(u) if u.disabled => Ok(done(
-                    applied_or_done(acted_before),
-                    Some(AccountStatus::Suspended),
-                )),
-                Some(_) => Err(appeared(e)),
-            },
+            Err(LastPassError::NoSuchUser(_)) => {
+                match decide_suspend(e, lp.find_user(e).await?, acted_before) {
+                    Plan::Done(r) => Ok(r),
+                    // Enabled after all: created, or an invitation accepted, since the deluser.
+                    Plan::Act(_) => Err(appeared(e)),
+                }
+            }
             Err(LastPassError::Rejected(msg)) => {
                 Ok(failed(FailureCode::LastpassRejected, msg, None))
             }
             Err(err) => Err(err),
         },
         Act::Delete(e) => match lp.delete_user(e, DeleteAction::Delete).await {
-            Ok(_) => Ok(applied_delete()),
+            Ok(_) => Ok(success(act)),
             // An invitation and nobody both answer "no such user": look to tell them apart.
-            Err(LastPassError::NoSuchUser(_)) => match lp.find_user(e).await? {
-                None if acted_before => Ok(applied_delete()),
-                None => Ok(done(
-                    Outcome::AlreadyDone,
-                    Some(AccountStatus::Deprovisioned),
-                )),
-                Some(u) if u.invitation_pending => {
-                    match lp.delete_user(e, DeleteAction::CancelInvitation).await {
-                        Ok(_) => Ok(applied_delete()),
-                        // Accepted or cancelled since the look: decide again.
-                        Err(LastPassError::NoSuchUser(_)) => Err(appeared(e)),
-                        Err(LastPassError::Rejected(msg)) => {
-                            Ok(failed(FailureCode::LastpassRejected, msg, None))
-                        }
-                        Err(err) => Err(err),
-                    }
+            Err(LastPassError::NoSuchUser(_)) => {
+                match decide_delete(e, lp.find_user(e).await?, acted_before) {
+                    Plan::Done(r) => Ok(r),
+                    Plan::Act(Act::CancelInvitation(_)) => cancel_invitation(lp, e).await,
+                    // An account after all: created, or an invitation accepted, since then.
+                    Plan::Act(_) => Err(appeared(e)),
                 }
-                Some(_) => Err(appeared(e)),
-            },
+            }
             Err(LastPassError::Rejected(msg)) => {
                 Ok(failed(FailureCode::LastpassRejected, msg, None))
             }
@@ -302,7 +413,7 @@ pub async fn act<L: LastPass>(
             let named =
                 |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(email.as_str()));
             match lp.enable_users(std::slice::from_ref(email)).await {
-                Ok(out) if named(&out.enabled) => Ok(done(Outcome::Applied, status)),
+                Ok(out) if named(&out.enabled) => Ok(success(act)),
                 Ok(out) if named(&out.unchanged) => Ok(done(applied_or_done(acted_before), status)),
                 Ok(out) if out.messages.is_empty() => Ok(failed(
                     FailureCode::LastpassRejected,
@@ -321,6 +432,18 @@ pub async fn act<L: LastPass>(
                 Err(err) => Err(err),
             }
         }
+        Act::CancelInvitation(e) => cancel_invitation(lp, e).await,
+    }
+}
+
+/// `deluser` with `deleteaction` 3, after a look found the invitation.
+async fn cancel_invitation<L: LastPass>(lp: &L, e: &Email) -> Result<Resolution, LastPassError> {
+    match lp.delete_user(e, DeleteAction::CancelInvitation).await {
+        Ok(_) => Ok(applied_delete()),
+        // Accepted or cancelled since the look: decide again.
+        Err(LastPassError::NoSuchUser(_)) => Err(appeared(e)),
+        Err(LastPassError::Rejected(msg)) => Ok(failed(FailureCode::LastpassRejected, msg, None)),
+        Err(err) => Err(err),
     }
 }
 
@@ -762,5 +885,369 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A company with one person in each state the table knows, for the preview rows.
+    fn company() -> FakeLastPass {
+        let lp = FakeLastPass::new();
+        lp.add("active@example.com", false, false, false);
+        lp.add("staged@example.com", false, true, false);
+        lp.add("off@example.com", true, false, false);
+        lp.add("off-never@example.com", true, true, false);
+        lp.invite("inv@example.com");
+        lp
+    }
+
+    /// Everyone in [`company`] (and the addresses the rows use), and the invitations.
+    fn snapshot(lp: &FakeLastPass) -> (Vec<Option<User>>, Vec<String>) {
+        let people = [
+            "active@example.com",
+            "staged@example.com",
+            "off@example.com",
+            "off-never@example.com",
+            "new@example.com",
+            "nobody@example.com",
+        ];
+        (people.iter().map(|e| lp.get(e)).collect(), lp.invited())
+    }
+
+    /// The call a preview names, as the fake spells mutations (`deluser 0 a@b.co`).
+    fn call_of(p: &Preview, email: &str) -> Option<String> {
+        p.would.as_ref().map(|a| match a.delete_action() {
+            Some(d) => format!("{} {} {email}", a.api_command(), d as u8),
+            None => format!("{} {email}", a.api_command()),
+        })
+    }
+
+    #[tokio::test]
+    async fn preview_predicts_every_row_with_one_look_and_no_mutation() {
+        use AccountStatus::*;
+        let provision_of = |e: &str| provision(e);
+        let suspend = |e: &str| Action::Suspend(email(e));
+        let deprovision = |e: &str| Action::Deprovision(email(e));
+        let reactivate = |e: &str| Action::Reactivate(email(e));
+        // (action, email, call it would make, predicted outcome, code, status after,
+        //  invitation_pending, license_reclaimed, status now)
+        type Row<'a> = (
+            Action,
+            &'a str,
+            Option<&'a str>,
+            Outcome,
+            Option<&'a str>,
+            Option<AccountStatus>,
+            bool,
+            bool,
+            Option<AccountStatus>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                provision_of("new@example.com"),
+                "new@example.com",
+                Some("batchadd"),
+                Outcome::Applied,
+                None,
+                Some(Staged),
+                false,
+                false,
+                None,
+            ),
+            (
+                provision_of("active@example.com"),
+                "active@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Active),
+                false,
+                false,
+                Some(Active),
+            ),
+            (
+                provision_of("staged@example.com"),
+                "staged@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Staged),
+                false,
+                false,
+                Some(Staged),
+            ),
+            (
+                provision_of("inv@example.com"),
+                "inv@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Staged),
+                true,
+                false,
+                Some(Staged),
+            ),
+            (
+                provision_of("off@example.com"),
+                "off@example.com",
+                None,
+                Outcome::Failed,
+                Some("account_suspended"),
+                Some(Suspended),
+                false,
+                false,
+                Some(Suspended),
+            ),
+            (
+                suspend("active@example.com"),
+                "active@example.com",
+                Some("deluser 0"),
+                Outcome::Applied,
+                None,
+                Some(Suspended),
+                false,
+                false,
+                Some(Active),
+            ),
+            (
+                suspend("off@example.com"),
+                "off@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Suspended),
+                false,
+                false,
+                Some(Suspended),
+            ),
+            (
+                suspend("inv@example.com"),
+                "inv@example.com",
+                None,
+                Outcome::Failed,
+                Some("invitation_pending"),
+                Some(Staged),
+                true,
+                false,
+                Some(Staged),
+            ),
+            (
+                suspend("nobody@example.com"),
+                "nobody@example.com",
+                None,
+                Outcome::Failed,
+                Some("user_not_found"),
+                None,
+                false,
+                false,
+                None,
+            ),
+            (
+                deprovision("active@example.com"),
+                "active@example.com",
+                Some("deluser 2"),
+                Outcome::Applied,
+                None,
+                Some(Deprovisioned),
+                false,
+                true,
+                Some(Active),
+            ),
+            (
+                deprovision("off@example.com"),
+                "off@example.com",
+                Some("deluser 2"),
+                Outcome::Applied,
+                None,
+                Some(Deprovisioned),
+                false,
+                true,
+                Some(Suspended),
+            ),
+            (
+                deprovision("inv@example.com"),
+                "inv@example.com",
+                Some("deluser 3"),
+                Outcome::Applied,
+                None,
+                Some(Deprovisioned),
+                false,
+                true,
+                Some(Staged),
+            ),
+            (
+                deprovision("nobody@example.com"),
+                "nobody@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Deprovisioned),
+                false,
+                false,
+                None,
+            ),
+            (
+                reactivate("off@example.com"),
+                "off@example.com",
+                Some("enableuser"),
+                Outcome::Applied,
+                None,
+                Some(Active),
+                false,
+                false,
+                Some(Suspended),
+            ),
+            (
+                reactivate("off-never@example.com"),
+                "off-never@example.com",
+                Some("enableuser"),
+                Outcome::Applied,
+                None,
+                Some(Staged),
+                false,
+                false,
+                Some(Suspended),
+            ),
+            (
+                reactivate("active@example.com"),
+                "active@example.com",
+                None,
+                Outcome::AlreadyDone,
+                None,
+                Some(Active),
+                false,
+                false,
+                Some(Active),
+            ),
+            (
+                reactivate("inv@example.com"),
+                "inv@example.com",
+                None,
+                Outcome::Failed,
+                Some("invitation_pending"),
+                Some(Staged),
+                true,
+                false,
+                Some(Staged),
+            ),
+            (
+                reactivate("nobody@example.com"),
+                "nobody@example.com",
+                None,
+                Outcome::Failed,
+                Some("user_not_found"),
+                None,
+                false,
+                false,
+                None,
+            ),
+        ];
+        for (action, e, call, outcome, err, status, invitation, reclaimed, now) in rows {
+            let lp = company();
+            let p = preview(&lp, &action, false).await.unwrap();
+            let what = format!("{action:?}");
+            assert_eq!(
+                call_of(&p, e),
+                call.map(|c| format!("{c} {e}")),
+                "call of {what}"
+            );
+            let r = &p.predicted;
+            assert_eq!(
+                (
+                    r.outcome,
+                    code(r),
+                    r.account_status,
+                    r.invitation_pending,
+                    r.license_reclaimed
+                ),
+                (outcome, err, status, invitation, reclaimed),
+                "prediction of {what}"
+            );
+            assert_eq!(
+                (p.status_now, p.invited_now),
+                (now, e.starts_with("inv@")),
+                "{what}"
+            );
+            // Only looks: one getuserdata, whatever the command.
+            assert!(lp.mutations().is_empty(), "{what}: {:?}", lp.mutations());
+            assert_eq!(lp.calls(), [format!("getuserdata {e}")], "{what}");
+
+            // The real run on the same company reports exactly what was predicted, and makes
+            // exactly the call named; where none is named, it changes nothing (it may still
+            // send a deluser that LastPass answers "already disabled").
+            let real = company();
+            let before = snapshot(&real);
+            let got = apply(&real, &action).await.unwrap();
+            assert_eq!(&got, r, "the real run of {what}");
+            match call {
+                Some(c) => assert_eq!(
+                    real.mutations(),
+                    [format!("{c} {e}")],
+                    "the real run's call of {what}"
+                ),
+                None => assert_eq!(snapshot(&real), before, "the real run of {what} changed"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn preview_after_an_earlier_real_attempt_predicts_applied_like_the_real_run() {
+        let lp = company();
+        // The intent of an earlier attempt: the effect found is that attempt's doing.
+        let p = preview(&lp, &Action::Suspend(email("off@example.com")), true)
+            .await
+            .unwrap();
+        assert_eq!((p.would, p.predicted.outcome), (None, Outcome::Applied));
+        let p = preview(&lp, &Action::Deprovision(email("gone@example.com")), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.would, p.predicted.outcome, p.predicted.license_reclaimed),
+            (None, Outcome::Applied, true)
+        );
+        assert!(lp.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn preview_returns_transient_and_auth_errors_for_the_caller() {
+        let lp = company();
+        lp.fail_next([LastPassError::Unauthorized]);
+        assert_eq!(
+            preview(&lp, &Action::Suspend(email("active@example.com")), false).await,
+            Err(LastPassError::Unauthorized)
+        );
+        lp.fail_next([LastPassError::Transient {
+            reason: "503".into(),
+            retry_after: None,
+        }]);
+        assert!(
+            preview(&lp, &provision("new@example.com"), false)
+                .await
+                .unwrap_err()
+                .is_transient()
+        );
+        assert!(lp.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_provision_that_only_invites_cannot_be_told_before_the_batchadd() {
+        // Someone with a LastPass account elsewhere looks absent: the preview predicts a new
+        // Staged account, and the real run finds an invitation (also Staged, applied).
+        let lp = FakeLastPass::new();
+        lp.exists_elsewhere("jane@example.com");
+        let p = preview(&lp, &provision("jane@example.com"), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                p.would.as_ref().map(Act::api_command),
+                p.predicted.outcome,
+                p.predicted.account_status
+            ),
+            (
+                Some("batchadd"),
+                Outcome::Applied,
+                Some(AccountStatus::Staged)
+            )
+        );
+        assert!(!p.predicted.invitation_pending);
+        assert!(lp.mutations().is_empty() && lp.invited().is_empty());
     }
 }

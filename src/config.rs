@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// How long in-flight commands may take to finish at SIGTERM before they are given back.
     #[arg(long, env = "CONNECTOR_SHUTDOWN_GRACE", value_name = "CONNECTOR_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Change nothing in LastPass: look each user command up and publish what it would do
+    /// (command.dry_run), never recording it as completed. Syncs, which only read, run as usual.
+    #[arg(long, env = "CONNECTOR_DRY_RUN", action = clap::ArgAction::SetTrue,
+          value_parser = parse_dry_run)]
+    pub dry_run: bool,
 }
 
 /// A list of durations (a newtype so clap takes the whole list as one value).
@@ -182,6 +187,8 @@ pub struct Config {
     pub batch_window: Duration,
     pub shutdown_grace: Duration,
     pub http_addr: std::net::SocketAddr,
+    /// `--dry-run` / `CONNECTOR_DRY_RUN`: preview user commands, change nothing in LastPass.
+    pub dry_run: bool,
 }
 
 /// A configuration value is missing or malformed; the message names it.
@@ -312,6 +319,7 @@ impl Config {
             batch_window: a.batch_window,
             shutdown_grace: a.shutdown_grace,
             http_addr: a.http_addr,
+            dry_run: a.dry_run,
         })
     }
 }
@@ -330,6 +338,18 @@ pub(crate) fn parse_rps(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("must be a number of calls per second greater than 0".into())
+    }
+}
+
+/// `CONNECTOR_DRY_RUN`: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); the error names
+/// the variable, as every other setting's does.
+fn parse_dry_run(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!(
+            "CONNECTOR_DRY_RUN must be true or false, got {s:?}"
+        )),
     }
 }
 
@@ -417,6 +437,34 @@ mod tests {
         let set = RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "12.5"]).unwrap();
         assert_eq!(set.args.lastpass_max_rps, Some(12.5));
         assert!(RunCommandLine::try_parse_from(["run", "--lastpass-max-rps", "0"]).is_err());
+    }
+
+    #[test]
+    fn dry_run_is_a_flag_and_an_environment_variable() {
+        use clap::Parser;
+        // Only the flag here: the environment is the process's, shared by parallel tests, so
+        // the variable is checked on the binary (`run --help`) and by clap's own `env` support.
+        let off = RunCommandLine::try_parse_from(["run"]).unwrap();
+        assert!(!off.args.dry_run);
+        let on = RunCommandLine::try_parse_from(["run", "--dry-run"]).unwrap();
+        assert!(on.args.dry_run);
+        assert!(RunCommandLine::try_parse_from(["run", "--dry-run", "yes"]).is_err());
+        assert_eq!(parse_dry_run("true"), Ok(true));
+        assert_eq!(parse_dry_run(" TRUE "), Ok(true));
+        assert_eq!(parse_dry_run("1"), Ok(true));
+        assert_eq!(parse_dry_run("false"), Ok(false));
+        assert_eq!(parse_dry_run("0"), Ok(false));
+        let e = parse_dry_run("maybe").unwrap_err();
+        assert!(e.contains("CONNECTOR_DRY_RUN"), "{e}");
+        let arg = <RunCommandLine as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "dry_run")
+            .map(|a| a.get_env().map(|e| e.to_owned()))
+            .unwrap();
+        assert_eq!(
+            arg.as_deref(),
+            Some(std::ffi::OsStr::new("CONNECTOR_DRY_RUN"))
+        );
     }
 
     #[test]

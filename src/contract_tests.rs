@@ -280,6 +280,7 @@ impl Harness {
             in_flight_window: Duration::from_secs(3),
             store_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             batcher: None,
+            dry_run: false,
         };
         Harness {
             lp,
@@ -569,6 +570,252 @@ async fn sync_events_match_their_schemas() {
         assert_eq!(outcome(&v), ("command.failed", "failed", Some(code)));
         assert_eq!(v["subject"], Value::Null);
     }
+}
+
+#[tokio::test]
+async fn dry_run_events_for_every_row_match_their_schema() {
+    use CommandType::*;
+    let mut h = Harness::new();
+    h.processor.dry_run = true;
+    h.lp.add("active@example.com", false, false, false);
+    h.lp.add("off@example.com", true, false, false);
+    h.lp.invite("inv@example.com");
+    // (command, queue, would_call, deleteaction, predicted outcome, predicted error code)
+    type Row = (
+        &'static str,
+        &'static str,
+        CommandType,
+        Value,
+        Value,
+        &'static str,
+        Value,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "user.provision",
+            "new@example.com",
+            Provision,
+            json!("batchadd"),
+            Value::Null,
+            "applied",
+            Value::Null,
+        ),
+        (
+            "user.provision",
+            "active@example.com",
+            Provision,
+            Value::Null,
+            Value::Null,
+            "already_done",
+            Value::Null,
+        ),
+        (
+            "user.provision",
+            "inv@example.com",
+            Provision,
+            Value::Null,
+            Value::Null,
+            "already_done",
+            Value::Null,
+        ),
+        (
+            "user.provision",
+            "off@example.com",
+            Provision,
+            Value::Null,
+            Value::Null,
+            "failed",
+            json!("account_suspended"),
+        ),
+        (
+            "user.suspend",
+            "active@example.com",
+            Suspend,
+            json!("deluser"),
+            json!(0),
+            "applied",
+            Value::Null,
+        ),
+        (
+            "user.suspend",
+            "off@example.com",
+            Suspend,
+            Value::Null,
+            Value::Null,
+            "already_done",
+            Value::Null,
+        ),
+        (
+            "user.suspend",
+            "inv@example.com",
+            Suspend,
+            Value::Null,
+            Value::Null,
+            "failed",
+            json!("invitation_pending"),
+        ),
+        (
+            "user.suspend",
+            "nobody@example.com",
+            Suspend,
+            Value::Null,
+            Value::Null,
+            "failed",
+            json!("user_not_found"),
+        ),
+        (
+            "user.deprovision",
+            "active@example.com",
+            Deprovision,
+            json!("deluser"),
+            json!(2),
+            "applied",
+            Value::Null,
+        ),
+        (
+            "user.deprovision",
+            "inv@example.com",
+            Deprovision,
+            json!("deluser"),
+            json!(3),
+            "applied",
+            Value::Null,
+        ),
+        (
+            "user.deprovision",
+            "nobody@example.com",
+            Deprovision,
+            Value::Null,
+            Value::Null,
+            "already_done",
+            Value::Null,
+        ),
+        (
+            "user.reactivate",
+            "off@example.com",
+            Reactivate,
+            json!("enableuser"),
+            Value::Null,
+            "applied",
+            Value::Null,
+        ),
+        (
+            "user.reactivate",
+            "active@example.com",
+            Reactivate,
+            Value::Null,
+            Value::Null,
+            "already_done",
+            Value::Null,
+        ),
+        (
+            "user.reactivate",
+            "inv@example.com",
+            Reactivate,
+            Value::Null,
+            Value::Null,
+            "failed",
+            json!("invitation_pending"),
+        ),
+        (
+            "user.reactivate",
+            "nobody@example.com",
+            Reactivate,
+            Value::Null,
+            Value::Null,
+            "failed",
+            json!("user_not_found"),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (ty, email, q, call, action, predicted, code) in rows {
+        let v = h.result(&user_command(ty, email), q).await;
+        let d = &v["data"]["dry_run"];
+        assert_eq!(outcome(&v), ("command.dry_run", "dry_run", None), "{v}");
+        assert_eq!(
+            (
+                &d["would_call"],
+                &d["deleteaction"],
+                d["outcome"].as_str(),
+                &d["error"]["code"]
+            ),
+            (&call, &action, Some(predicted), &code),
+            "{ty} {email}: {v}"
+        );
+        seen.push(v);
+    }
+    // A look LastPass refuses for good: the real run would fail lastpass_rejected.
+    h.lp.fail_next([LastPassError::Rejected("no".into())]);
+    let v = h
+        .result(
+            &user_command("user.deprovision", "active@example.com"),
+            Deprovision,
+        )
+        .await;
+    assert_eq!(v["data"]["dry_run"]["error"]["code"], "lastpass_rejected");
+    assert!(h.lp.mutations().is_empty(), "a dry run changes nothing");
+
+    // The schema is tight: what a dry run never says is refused.
+    let suspend = seen[4].clone();
+    type Mutation = fn(&mut Value);
+    let mutations: [(&str, Mutation); 9] = [
+        ("no prediction", |v| {
+            v["data"].as_object_mut().unwrap().remove("dry_run");
+        }),
+        ("another outcome", |v| {
+            v["data"]["outcome"] = json!("applied")
+        }),
+        (
+            "a top-level error",
+            |v| {
+                v["data"]["error"] =
+                    json!({"code": "user_not_found", "message": "x", "retryable": false})
+            },
+        ),
+        ("a license reclaimed now", |v| {
+            v["data"]["license_reclaimed"] = json!(true)
+        }),
+        ("deluser without deleteaction", |v| {
+            v["data"]["dry_run"]
+                .as_object_mut()
+                .unwrap()
+                .remove("deleteaction");
+        }),
+        ("a suspend that deletes", |v| {
+            v["data"]["dry_run"]["deleteaction"] = json!(2)
+        }),
+        ("a suspend that enables", |v| {
+            v["data"]["dry_run"]["would_call"] = json!("enableuser");
+            v["data"]["dry_run"]
+                .as_object_mut()
+                .unwrap()
+                .remove("deleteaction");
+        }),
+        ("a call predicted to fail", |v| {
+            v["data"]["dry_run"]["outcome"] = json!("failed");
+            v["data"]["dry_run"]["error"] =
+                json!({"code": "user_not_found", "message": "x", "retryable": false});
+        }),
+        ("a sync", |v| {
+            v["data"]["command_type"] = json!("users.sync");
+        }),
+    ];
+    for (what, mutate) in mutations {
+        let mut v = suspend.clone();
+        mutate(&mut v);
+        assert!(
+            !schemas::validator("event.command.dry_run.json").is_valid(&v),
+            "{what}: accepted\n{v:#}"
+        );
+    }
+    // And no other event may carry a prediction.
+    let mut applied = suspend.clone();
+    applied["type"] = json!("io.github.lastpass-connector.user.suspended");
+    applied["data"]["outcome"] = json!("applied");
+    applied["data"]["account_status"] = json!("Suspended");
+    schemas::assert_invalid("event.user.suspended.json", &applied);
+    applied["data"].as_object_mut().unwrap().remove("dry_run");
+    schemas::assert_event_valid(&applied);
 }
 
 #[test]

@@ -34,11 +34,14 @@ pub enum EventKind {
     Synced,
     #[serde(rename = "users.sync.completed")]
     SyncCompleted,
+    /// What a user command would have done (`run --dry-run`); nothing was changed.
+    #[serde(rename = "command.dry_run")]
+    DryRun,
 }
 
 impl EventKind {
     #[cfg(test)]
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Provisioned,
         EventKind::Suspended,
         EventKind::Deprovisioned,
@@ -47,6 +50,7 @@ impl EventKind {
         EventKind::Rejected,
         EventKind::Synced,
         EventKind::SyncCompleted,
+        EventKind::DryRun,
     ];
 
     /// The routing key on `P.events`; the CloudEvents `type` is [`TYPE_PREFIX`] + this.
@@ -60,6 +64,7 @@ impl EventKind {
             EventKind::Rejected => "command.rejected",
             EventKind::Synced => "user.synced",
             EventKind::SyncCompleted => "users.sync.completed",
+            EventKind::DryRun => "command.dry_run",
         }
     }
 
@@ -173,6 +178,9 @@ pub enum Outcome {
     AlreadyDone,
     Failed,
     Rejected,
+    /// `run --dry-run`: looked up, nothing changed; `command.dry_run` says what would have been
+    /// done. Never the outcome of a [`Resolution`] (that is the prediction's own outcome).
+    DryRun,
 }
 
 impl Outcome {
@@ -183,6 +191,7 @@ impl Outcome {
             Outcome::AlreadyDone => "already_done",
             Outcome::Failed => "failed",
             Outcome::Rejected => "rejected",
+            Outcome::DryRun => "dry_run",
         }
     }
 }
@@ -301,6 +310,26 @@ struct CommandData<'a> {
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a ErrorInfo>,
+    /// Only in `command.dry_run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<DryRunData<'a>>,
+}
+
+/// `data.dry_run` of `command.dry_run`: what the real run would do and report.
+#[derive(Serialize)]
+struct DryRunData<'a> {
+    /// The LastPass call that would change something (`batchadd`, `deluser`, `enableuser`), or
+    /// `None` when nothing would change.
+    would_call: Option<&'static str>,
+    /// The `deleteaction` of a `deluser`; absent for the other calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleteaction: Option<u8>,
+    outcome: Outcome,
+    account_status: Option<AccountStatus>,
+    license_reclaimed: bool,
+    invitation_pending: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorInfo>,
 }
 
 /// Builds events for one LastPass account.
@@ -356,6 +385,8 @@ impl EventFactory {
             Outcome::Applied | Outcome::AlreadyDone => EventKind::success_of(cmd.command_type()),
             Outcome::Failed => EventKind::Failed,
             Outcome::Rejected => EventKind::Rejected,
+            // Built by `dry_run`, never from a resolution; kept apart from the success kinds.
+            Outcome::DryRun => EventKind::DryRun,
         };
         let id = result_event_id(cmd.meta.command_id, kind);
         let email = cmd.email().map(|e| e.as_str());
@@ -373,6 +404,7 @@ impl EventFactory {
             invitation_pending: r.invitation_pending,
             attempts,
             error: r.error.as_ref(),
+            dry_run: None,
         };
         let mut event = self.build(
             kind,
@@ -384,6 +416,54 @@ impl EventFactory {
         );
         event.error = r.error.clone();
         event
+    }
+
+    /// `command.dry_run` for a user command previewed in a dry run: `outcome` `dry_run`, the
+    /// account as it is now (nothing was changed: `account_status` is its current status,
+    /// `license_reclaimed` false), and in `dry_run` the call the real run would make and what it
+    /// would report. Its id, from the command id and `command.dry_run`, differs from the id of the
+    /// real result, and it carries no `error` (a predicted failure is in `dry_run.error`).
+    pub fn dry_run(&self, cmd: &Command, p: &crate::apply::Preview, attempts: u32) -> Event {
+        let kind = EventKind::DryRun;
+        let id = result_event_id(cmd.meta.command_id, kind);
+        let email = cmd.email().map(|e| e.as_str());
+        let r = &p.predicted;
+        let data = CommandData {
+            command_id: Some(cmd.meta.command_id),
+            command_type: Some(cmd.command_type().as_str()),
+            correlation_id: cmd.meta.correlation_id.as_deref(),
+            requested_by: cmd.meta.requested_by.as_deref(),
+            reason: cmd.meta.reason.as_deref(),
+            requested_at: cmd.meta.requested_at.as_deref(),
+            email,
+            outcome: Outcome::DryRun,
+            account_status: p.status_now,
+            license_reclaimed: false,
+            invitation_pending: p.invited_now,
+            attempts,
+            error: None,
+            dry_run: Some(DryRunData {
+                would_call: p.would.as_ref().map(|a| a.api_command()),
+                deleteaction: p
+                    .would
+                    .as_ref()
+                    .and_then(|a| a.delete_action())
+                    .map(|d| d as u8),
+                outcome: r.outcome,
+                account_status: r.account_status,
+                license_reclaimed: r.license_reclaimed,
+                invitation_pending: r.invitation_pending,
+                error: r.error.as_ref(),
+            }),
+        };
+        self.build(
+            kind,
+            id,
+            email,
+            cmd.meta.correlation_id.as_deref(),
+            cmd.meta.trace.as_ref(),
+            data,
+        )
     }
 
     /// `command.rejected` for a message that is not a valid command. Its id comes from the
@@ -409,6 +489,7 @@ impl EventFactory {
             invitation_pending: false,
             attempts: 0,
             error: Some(&error),
+            dry_run: None,
         };
         let mut event = self.build(
             kind,

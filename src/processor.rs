@@ -2,8 +2,13 @@
 //! parse, consult the ledger, look and act with retry and backoff, record, build the event.
 //! No lapin and no reqwest here: the AMQP module executes the disposition (publish with confirm,
 //! then ack), and LastPass is any [`LastPass`].
+//!
+//! In a dry run (`run --dry-run`) a user command is claimed and checked against the ledger as
+//! usual, then only looked up (with the same retries, delayed rounds and auth pause), and
+//! answered with `command.dry_run`: no intent, no mutating call, no completion recorded, so the
+//! same command sent later to a real run is applied. A sync only reads, so it runs as usual.
 
-use crate::apply::{self, Plan};
+use crate::apply::{self, Plan, Preview};
 use crate::batch::{Batcher, Ticket};
 use crate::command::{Action, Command, Prepared, Rejection};
 use crate::event::{
@@ -61,6 +66,17 @@ pub(crate) struct Processor<L: LastPass> {
     pub store_ok: Arc<AtomicBool>,
     /// Coalesces the calls of provisions in flight together (`None`: `CONNECTOR_BATCH_MAX=1`).
     pub batcher: Option<Batcher<L>>,
+    /// `run --dry-run`: user commands are previewed (looked up only) and answered with
+    /// `command.dry_run`, never applied nor recorded as completed.
+    pub dry_run: bool,
+}
+
+/// What the look (and act) of a user command came to.
+enum Finished {
+    /// Applied, or nothing to do, or failed: what the real run reports.
+    Resolved(Resolution),
+    /// A dry run: what the real run would do.
+    Previewed(Preview),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +219,7 @@ impl<L: LastPass> Processor<L> {
         let mut auth_failures = 0u32;
         // A provision joins the batches of the provisions in flight with it.
         let ticket = match (&self.batcher, &command.action) {
-            (Some(b), Action::Provision(_)) => Some(b.ticket()),
+            (Some(b), Action::Provision(_)) if !self.dry_run => Some(b.ticket()),
             _ => None,
         };
         loop {
@@ -214,7 +230,21 @@ impl<L: LastPass> Processor<L> {
                 t.finish();
             }
             match result {
-                Ok(resolution) => {
+                Ok(Finished::Previewed(preview)) => {
+                    self.gate.set(true);
+                    // A later real run of this command starts with a fresh retry budget.
+                    if retry != RetryState::default()
+                        && let Err(e) = self.ledger.set_retry_state(id, None).await
+                    {
+                        return self.store_failed("cannot reset the retry state", &e).await;
+                    }
+                    return self.dry_run_result(
+                        &command,
+                        &preview,
+                        attempts.load(Ordering::Relaxed),
+                    );
+                }
+                Ok(Finished::Resolved(resolution)) => {
                     self.gate.set(true);
                     let event = self.events.command_result(
                         &command,
@@ -317,6 +347,21 @@ impl<L: LastPass> Processor<L> {
                             false,
                         )),
                     };
+                    if self.dry_run {
+                        // The look was refused: the real run would most likely fail the same
+                        // way. Predicted, not recorded.
+                        let preview = Preview {
+                            would: None,
+                            predicted: resolution,
+                            status_now: None,
+                            invited_now: false,
+                        };
+                        return self.dry_run_result(
+                            &command,
+                            &preview,
+                            attempts.load(Ordering::Relaxed),
+                        );
+                    }
                     let event = self.events.command_result(
                         &command,
                         &resolution,
@@ -335,18 +380,51 @@ impl<L: LastPass> Processor<L> {
         }
     }
 
-    /// Look and act, retried in process with exponential backoff and jitter on transient
-    /// errors, honouring `Retry-After`. A provision with a `ticket` makes its calls through it
-    /// (batched with the provisions in flight together).
+    /// The `command.dry_run` event of a previewed command, published (never parked, even for a
+    /// predicted failure: nothing failed) and not recorded, so a real run applies it later.
+    fn dry_run_result(&self, command: &Command, preview: &Preview, attempts: u32) -> Disposition {
+        self.count(command.command_type().as_str(), Outcome::DryRun.as_str());
+        let p = &preview.predicted;
+        info!(
+            outcome = Outcome::DryRun.as_str(),
+            would_call = preview.would.as_ref().map(|a| a.api_command()),
+            deleteaction = preview
+                .would
+                .as_ref()
+                .and_then(|a| a.delete_action())
+                .map(|d| d as u8),
+            predicted = p.outcome.as_str(),
+            code = p.error.as_ref().map(|e| e.code.as_str()),
+            status = p.account_status.map(|s| s.as_str()),
+            attempts,
+            "dry run: looked up, nothing changed, not recorded as completed"
+        );
+        Disposition::Publish(self.events.dry_run(command, preview, attempts))
+    }
+
+    /// Look and act (or, in a dry run, only look), retried in process with exponential backoff
+    /// and jitter on transient errors, honouring `Retry-After`. A provision with a `ticket` makes
+    /// its calls through it (batched with the provisions in flight together).
     async fn attempt_with_backoff(
         &self,
         command: &Command,
         acted: &AtomicBool,
         attempts: &AtomicU32,
         ticket: Option<&Ticket<L>>,
-    ) -> Result<Resolution, StepError> {
+    ) -> Result<Finished, StepError> {
         let once = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
+            if self.dry_run {
+                // No intent, no act: `preview` only looks.
+                return apply::preview(
+                    &*self.lastpass,
+                    &command.action,
+                    acted.load(Ordering::Relaxed),
+                )
+                .await
+                .map(Finished::Previewed)
+                .map_err(StepError::LastPass);
+            }
             match ticket {
                 Some(t) => {
                     t.restart();
@@ -364,12 +442,12 @@ impl<L: LastPass> Processor<L> {
         lastpass: &P,
         command: &Command,
         acted: &AtomicBool,
-    ) -> Result<Resolution, StepError> {
+    ) -> Result<Finished, StepError> {
         let plan = apply::look(lastpass, &command.action, acted.load(Ordering::Relaxed))
             .await
             .map_err(StepError::LastPass)?;
         match plan {
-            Plan::Done(r) => Ok(r),
+            Plan::Done(r) => Ok(Finished::Resolved(r)),
             Plan::Act(act) => {
                 // The intent is durable before the mutating call: a suspend and a deprovision
                 // make it without looking first, so this is before any call.
@@ -383,6 +461,7 @@ impl<L: LastPass> Processor<L> {
                 }
                 apply::act(lastpass, &act, acted_before)
                     .await
+                    .map(Finished::Resolved)
                     .map_err(StepError::LastPass)
             }
         }
@@ -528,6 +607,7 @@ mod tests {
             in_flight_window: Duration::from_secs(3),
             store_ok: Arc::new(AtomicBool::new(true)),
             batcher: None,
+            dry_run: false,
         };
         Setup {
             p,
@@ -764,5 +844,150 @@ mod tests {
         };
         assert_eq!(event.error.unwrap().code.as_str(), "not_json");
         assert_eq!(event.kind, EventKind::Rejected);
+    }
+
+    fn published(d: &Disposition) -> &Event {
+        match d {
+            Disposition::Publish(e) => e,
+            other => panic!("not published: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_suspend_publishes_what_it_would_do_and_records_nothing() {
+        let mut s = setup();
+        s.p.dry_run = true;
+        s.p.lastpass.add("x@example.com", false, false, false);
+        let id = Uuid::new_v4();
+        let d =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        let event = published(&d);
+        assert_eq!(event.kind, EventKind::DryRun);
+        assert_eq!(
+            event.id,
+            crate::event::result_event_id(id, EventKind::DryRun)
+        );
+        assert!(event.error.is_none());
+        let data = outcome(&d);
+        assert_eq!(data["outcome"], "dry_run");
+        assert_eq!(data["account_status"], "Active", "nothing changed");
+        assert_eq!(data["license_reclaimed"], false);
+        assert_eq!(data["attempts"], 1);
+        assert_eq!(
+            data["dry_run"],
+            serde_json::json!({"would_call": "deluser", "deleteaction": 0,
+                "outcome": "applied", "account_status": "Suspended",
+                "license_reclaimed": false, "invitation_pending": false})
+        );
+        // Only looked; no intent, no completion.
+        assert!(s.p.lastpass.mutations().is_empty());
+        assert_eq!(s.p.lastpass.calls(), ["getuserdata x@example.com"]);
+        assert!(!s.p.lastpass.get("x@example.com").unwrap().disabled);
+        assert!(s.p.ledger.completed(id).await.unwrap().is_none());
+        assert!(s.p.ledger.intent(id).await.unwrap().is_none());
+
+        // Dry-run again: previewed again (not answered from the ledger).
+        let again =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(published(&again).kind, EventKind::DryRun);
+
+        // The same command to a real run is applied for real.
+        s.p.dry_run = false;
+        let real =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(published(&real).kind, EventKind::Suspended);
+        assert_eq!(outcome(&real)["outcome"], "applied");
+        assert_eq!(
+            outcome(&real)["attempts"],
+            1,
+            "the dry run's look is not counted"
+        );
+        assert_eq!(s.p.lastpass.mutations(), ["deluser 0 x@example.com"]);
+        assert!(s.p.ledger.completed(id).await.unwrap().is_some());
+
+        // Once completed, a dry run repeats the stored event like any redelivery.
+        s.p.dry_run = true;
+        let repeat =
+            s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(repeat, real);
+        assert_eq!(s.p.lastpass.mutations().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_that_predicts_a_failure_is_published_not_parked() {
+        let mut s = setup();
+        s.p.dry_run = true;
+        let id = Uuid::new_v4();
+        let d =
+            s.p.process(incoming("user.suspend", "nobody@example.com", id), &NoSink)
+                .await;
+        let data = outcome(&d);
+        assert_eq!(published(&d).kind, EventKind::DryRun);
+        assert_eq!(data["account_status"], serde_json::Value::Null);
+        assert_eq!(data["dry_run"]["would_call"], serde_json::Value::Null);
+        assert!(data["dry_run"].get("deleteaction").is_none());
+        assert_eq!(data["dry_run"]["outcome"], "failed");
+        assert_eq!(data["dry_run"]["error"]["code"], "user_not_found");
+        assert!(data.get("error").is_none());
+        assert!(s.p.ledger.completed(id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_retries_like_a_real_run_and_keeps_no_retry_state() {
+        let mut s = setup();
+        s.p.dry_run = true;
+        s.p.lastpass.add("x@example.com", false, false, false);
+        // In process: a transient error, then the look works.
+        s.p.lastpass.fail_next([transient()]);
+        let id = Uuid::new_v4();
+        let d =
+            s.p.process(incoming("user.deprovision", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(outcome(&d)["attempts"], 2);
+        assert_eq!(outcome(&d)["dry_run"]["deleteaction"], 2);
+        // Delayed: both attempts fail, so a later round.
+        s.p.lastpass.fail_next([transient(), transient()]);
+        let id = Uuid::new_v4();
+        let d =
+            s.p.process(incoming("user.deprovision", "x@example.com", id), &NoSink)
+                .await;
+        assert!(
+            matches!(d, Disposition::RetryLater { round: 1, .. }),
+            "{d:?}"
+        );
+        let d =
+            s.p.process(incoming("user.deprovision", "x@example.com", id), &NoSink)
+                .await;
+        assert_eq!(published(&d).kind, EventKind::DryRun);
+        assert_eq!(outcome(&d)["attempts"], 3);
+        // A real run later starts afresh.
+        assert_eq!(
+            s.p.ledger.retry_state(id).await.unwrap(),
+            RetryState::default()
+        );
+        assert!(s.p.lastpass.mutations().is_empty());
+        assert!(s.p.lastpass.get("x@example.com").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_waits_out_refused_credentials_like_a_real_run() {
+        let mut s = setup();
+        s.p.dry_run = true;
+        s.p.lastpass.add("x@example.com", true, false, false);
+        s.p.lastpass.fail_next([LastPassError::Unauthorized]);
+        let d =
+            s.p.process(
+                incoming("user.reactivate", "x@example.com", Uuid::new_v4()),
+                &NoSink,
+            )
+            .await;
+        assert_eq!(outcome(&d)["dry_run"]["would_call"], "enableuser");
+        assert_eq!(s.reloads.load(Ordering::Relaxed), 1);
+        assert!(s.p.gate.is_open());
+        assert!(s.p.lastpass.mutations().is_empty());
     }
 }

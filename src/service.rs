@@ -127,6 +127,7 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         in_flight_window: config.lastpass_timeout + IN_FLIGHT_MARGIN,
         store_ok: store_ok.clone(),
         batcher,
+        dry_run: config.dry_run,
     });
     let settings = AmqpSettings {
         url: config.amqp_url.clone(),
@@ -153,8 +154,17 @@ pub async fn run(config: Config, stop: CancellationToken) -> Result<(), RunError
         prefix = %config.prefix,
         cid = %config.cid,
         api = %config.api_url,
+        dry_run = config.dry_run,
         "starting"
     );
+    if config.dry_run {
+        warn!(
+            dry_run = true,
+            "dry-run mode: user commands are only looked up and answered with command.dry_run; \
+             nothing is changed in LastPass and nothing is recorded as completed (syncs, which \
+             only read, run as usual)"
+        );
+    }
     tasks.spawn(prune_periodically(ledger, stop.clone()));
     let mut consumer = tasks.spawn(amqp::run(settings, processor));
     tasks.close();

@@ -59,7 +59,8 @@ async fn connect(args: &BrokerArgs, tool: &str) -> Result<ToolBroker, ToolFailur
     Ok(ToolBroker::connect(&url, &args.prefix, tool).await?)
 }
 
-/// One readable line for an event: routing key, outcome, email, status, error code, command id.
+/// One readable line for an event: routing key, outcome, email, status, error code, command id;
+/// for `command.dry_run` also what the real run would do.
 pub fn event_line(routing_key: &str, body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).unwrap_or_default();
     let d = &v["data"];
@@ -73,6 +74,23 @@ pub fn event_line(routing_key: &str, body: &[u8]) -> String {
     );
     if let Some(code) = d["error"]["code"].as_str() {
         line.push_str(&format!(" code={code}"));
+    }
+    if routing_key == "command.dry_run" {
+        // What the real run would do: the call (with its deleteaction), the outcome and status.
+        let p = &d["dry_run"];
+        let call = match (p["would_call"].as_str(), p["deleteaction"].as_u64()) {
+            (Some(c), Some(a)) => format!("{c}:{a}"),
+            (Some(c), None) => c.to_string(),
+            (None, _) => "none".to_string(),
+        };
+        line.push_str(&format!(
+            " would_call={call} would_be={} would_status={}",
+            p["outcome"].as_str().unwrap_or("-"),
+            p["account_status"].as_str().unwrap_or("-"),
+        ));
+        if let Some(code) = p["error"]["code"].as_str() {
+            line.push_str(&format!(" would_fail={code}"));
+        }
     }
     if routing_key == "users.sync.completed" {
         line.push_str(&format!(
@@ -88,4 +106,38 @@ pub fn event_line(routing_key: &str, body: &[u8]) -> String {
             .unwrap_or("-")
     ));
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_line;
+    use serde_json::json;
+
+    #[test]
+    fn a_dry_run_line_says_what_would_be_done() {
+        let body = json!({"subject": "jane@example.com", "data": {
+            "command_id": "c1", "outcome": "dry_run", "account_status": "Active",
+            "dry_run": {"would_call": "deluser", "deleteaction": 0, "outcome": "applied",
+                "account_status": "Suspended"}}});
+        let line = event_line("command.dry_run", body.to_string().as_bytes());
+        assert!(line.starts_with("command.dry_run"), "{line}");
+        assert!(
+            line.contains("dry_run") && line.contains("status=Active"),
+            "{line}"
+        );
+        assert!(
+            line.contains("would_call=deluser:0 would_be=applied would_status=Suspended"),
+            "{line}"
+        );
+        let body = json!({"subject": "x@example.com", "data": {"outcome": "dry_run",
+            "dry_run": {"would_call": null, "outcome": "failed", "account_status": null,
+                "error": {"code": "user_not_found"}}}});
+        let line = event_line("command.dry_run", body.to_string().as_bytes());
+        assert!(
+            line.contains(
+                "would_call=none would_be=failed would_status=- would_fail=user_not_found"
+            ),
+            "{line}"
+        );
+    }
 }

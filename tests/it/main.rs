@@ -6,6 +6,7 @@
 mod client;
 mod consumer;
 mod deploy;
+mod dry_run;
 mod hostile;
 mod http;
 mod process;

@@ -20,7 +20,7 @@ const COMMAND_SCHEMAS: [&str; 5] = [
     "command.user.reactivate.json",
     "command.users.sync.json",
 ];
-const EVENT_SCHEMAS: [&str; 8] = [
+const EVENT_SCHEMAS: [&str; 9] = [
     "event.user.provisioned.json",
     "event.user.suspended.json",
     "event.user.deprovisioned.json",
@@ -29,6 +29,7 @@ const EVENT_SCHEMAS: [&str; 8] = [
     "event.command.rejected.json",
     "event.user.synced.json",
     "event.users.sync.completed.json",
+    "event.command.dry_run.json",
 ];
 
 // ---------------------------------------------------------------------------------------------
