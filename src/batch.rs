@@ -530,7 +530,11 @@ mod tests {
         // One page before, one batchadd of all twenty, one page after.
         assert_eq!(count(&calls, "getuserdata page"), 2, "{calls:?}");
         assert_eq!(count(&calls, "getuserdata u"), 0, "{calls:?}");
-        assert_eq!(count(&calls, "batchadd"), 20, "one batchadd carrying 20: {calls:?}");
+        assert_eq!(
+            count(&calls, "batchadd"),
+            20,
+            "one batchadd carrying 20: {calls:?}"
+        );
         assert_eq!(lp.batchadd_calls(), 1);
         // Everyone in flight had joined: nobody waited for the 5 s window.
         assert!(started.elapsed() < Duration::from_secs(2));

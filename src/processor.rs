@@ -817,7 +817,14 @@ mod tests {
         // (the invitation is answered from the page's `invited`).
         let calls = lp.calls();
         assert_eq!(lp.batchadd_calls(), 1, "{calls:?}");
-        assert_eq!(calls.iter().filter(|c| c.starts_with("getuserdata")).count(), 2, "{calls:?}");
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("getuserdata"))
+                .count(),
+            2,
+            "{calls:?}"
+        );
         // Each is recorded as completed on its own: a redelivery repeats its own event.
         for (e, id) in emails.iter().zip(&ids) {
             let again = s.p.process(provision(e, *id), &NoSink).await;
