@@ -93,11 +93,18 @@ struct Queue {
     horizon: u64,
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Pos {
+    next: usize,
+    busy: bool,
+}
+
 #[derive(Default)]
 struct State {
     queues: [Queue; STAGES],
-    /// Each live ticket's next stage (`STAGES`: past them all).
-    tickets: HashMap<u64, usize>,
+    /// Each live ticket: its next stage (`STAGES`: past them all), and whether it is in a
+    /// stage's queue or call right now.
+    tickets: HashMap<u64, Pos>,
     next_ticket: u64,
     /// When a page last showed that the tenant does not fit on one page.
     tenant_too_big: Option<Instant>,
@@ -108,12 +115,18 @@ impl State {
     /// Moves `ticket` past `stage`.
     fn pass(&mut self, ticket: u64, stage: usize) {
         if let Some(pos) = self.tickets.get_mut(&ticket) {
-            *pos = (*pos).max(stage + 1);
+            pos.next = pos.next.max(stage + 1);
+        }
+    }
+
+    fn set_busy(&mut self, ticket: u64, busy: bool) {
+        if let Some(pos) = self.tickets.get_mut(&ticket) {
+            pos.busy = busy;
         }
     }
 
     /// The batch to run now at `stage`, or when to look again.
-    fn take(&mut self, stage: usize, s: &BatchSettings, now: Instant) -> Taken {
+    fn take(&mut self, stage: usize, s: &BatchSettings, rationed: bool, now: Instant) -> Taken {
         let next_ticket = self.next_ticket;
         let q = &mut self.queues[stage];
         q.waiting.retain(|w| !w.item.abandoned());
@@ -130,12 +143,21 @@ impl State {
         };
         let n = q.waiting.len();
         // Provisions that were in flight when this batch opened and have not reached this
-        // stage yet: the batch waits for them (within the window).
+        // stage yet: the batch waits for them (within the window). When calls are rationed
+        // (a call budget is in force), for all of them: a call saved is time saved. When they
+        // are not, only for those between two calls (about to arrive), so that batching never
+        // adds a round trip to a provision's way.
         let coming = self
             .tickets
             .iter()
             .filter(|&(id, pos)| {
-                *id < q.horizon && *pos <= stage && !q.waiting.iter().any(|w| w.ticket == *id)
+                *id < q.horizon
+                    && pos.next <= stage
+                    && if rationed {
+                        !q.waiting.iter().any(|w| w.ticket == *id)
+                    } else {
+                        !pos.busy
+                    }
             })
             .count();
         let window_over = now >= since + s.window;
@@ -248,7 +270,7 @@ impl<L: LastPass> Batcher<L> {
         let mut st = self.inner.state();
         let id = st.next_ticket;
         st.next_ticket += 1;
-        st.tickets.insert(id, 0);
+        st.tickets.insert(id, Pos::default());
         Ticket {
             batcher: self.clone(),
             id,
@@ -268,7 +290,7 @@ impl<L: LastPass> Ticket<L> {
     pub fn restart(&self) {
         let mut st = self.batcher.inner.state();
         if let Some(pos) = st.tickets.get_mut(&self.id) {
-            *pos = 0;
+            *pos = Pos::default();
         }
     }
 
@@ -282,17 +304,22 @@ impl<L: LastPass> Ticket<L> {
 
     fn position(&self) -> usize {
         let st = self.batcher.inner.state();
-        st.tickets.get(&self.id).copied().unwrap_or(STAGES)
+        st.tickets.get(&self.id).map_or(STAGES, |p| p.next)
     }
 
     /// Joins the batch of `stage` with `item`.
     fn join(&self, stage: usize, item: Item) {
         let inner = &self.batcher.inner;
-        inner.state().queues[stage].waiting.push(Waiter {
+        let mut st = inner.state();
+        st.set_busy(self.id, true);
+        st.queues[stage].waiting.push(Waiter {
             ticket: self.id,
             item,
         });
-        inner.wake[stage].notify_one();
+        drop(st);
+        // Another stage's batch may have been waiting for this provision only while it was
+        // between calls.
+        inner.wake_all();
     }
 
     async fn look(&self, email: &Email) -> Result<Option<User>, LastPassError> {
@@ -308,9 +335,15 @@ impl<L: LastPass> Ticket<L> {
             .is_some_and(|at| at.elapsed() < TENANT_SIZE_TTL);
         if known_big && stage == LOOK_BEFORE {
             // A page would not answer for everyone: look this one up on its own, now.
-            inner.state().pass(self.id, stage);
+            {
+                let mut st = inner.state();
+                st.pass(self.id, stage);
+                st.set_busy(self.id, true);
+            }
             inner.wake_all();
-            return inner.lp.find_user(email).await;
+            let found = inner.lp.find_user(email).await;
+            inner.state().set_busy(self.id, false);
+            return found;
         }
         let (tx, rx) = oneshot::channel();
         self.join(stage, Item::Look(email.clone(), tx));
@@ -369,12 +402,13 @@ impl<L: LastPass> LastPass for Ticket<L> {
 /// forms while a call is in flight.
 async fn stage_task<L: LastPass>(inner: Arc<Inner<L>>, stage: usize) {
     loop {
+        let rationed = inner.lp.rationed();
         let taken = {
             let mut st = inner.state();
             if st.closed {
                 return;
             }
-            st.take(stage, &inner.settings, Instant::now())
+            st.take(stage, &inner.settings, rationed, Instant::now())
         };
         match taken {
             Taken::Batch(batch) => {
@@ -394,6 +428,15 @@ async fn stage_task<L: LastPass>(inner: Arc<Inner<L>>, stage: usize) {
 }
 
 async fn run_batch<L: LastPass>(inner: Arc<Inner<L>>, stage: usize, batch: Vec<Waiter>) {
+    let members: Vec<u64> = batch.iter().map(|w| w.ticket).collect();
+    answer_batch(&inner, stage, batch).await;
+    let mut st = inner.state();
+    for t in members {
+        st.set_busy(t, false);
+    }
+}
+
+async fn answer_batch<L: LastPass>(inner: &Inner<L>, stage: usize, batch: Vec<Waiter>) {
     let mut users = Vec::new();
     let mut created = Vec::new();
     let mut emails = Vec::new();
@@ -421,7 +464,7 @@ async fn run_batch<L: LastPass>(inner: Arc<Inner<L>>, stage: usize, batch: Vec<W
     if !emails.is_empty() {
         metrics::histogram!(crate::telemetry::BATCH_SIZE, "call" => "getuserdata")
             .record(emails.len() as f64);
-        let answers = look_many(&inner, &emails, stage == LOOK_AFTER).await;
+        let answers = look_many(inner, &emails, stage == LOOK_AFTER).await;
         for (tx, answer) in looks.into_iter().zip(answers) {
             let _ = tx.send(answer);
         }
@@ -582,6 +625,74 @@ mod tests {
         assert!(lp.calls().is_empty(), "the first waits for the second");
         drop(late);
         assert!(first.await.unwrap().is_some());
+    }
+
+    /// A create batch with one member, and another provision (opened before it) whose look is
+    /// still in flight: when calls are not rationed the batch does not wait for it (that would add
+    /// a round trip); when they are, it does (a call saved is time saved).
+    #[test]
+    fn a_batch_waits_for_provisions_in_a_call_only_when_calls_are_rationed() {
+        let s = settings(50, 200);
+        let fresh = |upstream_busy: bool| {
+            let mut st = State::default();
+            st.tickets.insert(
+                0,
+                Pos {
+                    next: LOOK_BEFORE + 1,
+                    busy: upstream_busy,
+                },
+            );
+            st.tickets.insert(
+                1,
+                Pos {
+                    next: CREATE,
+                    busy: true,
+                },
+            );
+            st.next_ticket = 2;
+            let (tx, _rx) = oneshot::channel();
+            st.queues[CREATE].waiting.push(Waiter {
+                ticket: 1,
+                item: Item::Create(new_user(1), tx),
+            });
+            (st, _rx)
+        };
+        // Ticket 0 was taken into a look batch and has not reached the create stage yet.
+        let t0 = Instant::now();
+        let after_gather = t0 + GATHER;
+        // Its look answered, between calls (about to arrive): waited for, rationed or not.
+        for rationed in [false, true] {
+            let (mut st, _rx) = fresh(false);
+            assert!(matches!(
+                st.take(CREATE, &s, rationed, t0),
+                Taken::WaitUntil(_)
+            ));
+            assert!(matches!(
+                st.take(CREATE, &s, rationed, after_gather),
+                Taken::WaitUntil(_)
+            ));
+        }
+        // Its look still in flight: waited for only when calls are rationed.
+        let (mut st, _rx) = fresh(true);
+        assert!(matches!(
+            st.take(CREATE, &s, false, t0),
+            Taken::WaitUntil(_)
+        ));
+        assert!(matches!(
+            st.take(CREATE, &s, false, after_gather),
+            Taken::Batch(b) if b.len() == 1
+        ));
+        let (mut st, _rx) = fresh(true);
+        st.take(CREATE, &s, true, t0);
+        assert!(matches!(
+            st.take(CREATE, &s, true, after_gather),
+            Taken::WaitUntil(_)
+        ));
+        // The window still bounds the wait.
+        assert!(matches!(
+            st.take(CREATE, &s, true, t0 + Duration::from_millis(200)),
+            Taken::Batch(_)
+        ));
     }
 
     #[tokio::test]

@@ -421,6 +421,10 @@ impl LastPass for Client {
         let body = self.call("enableuser", json!(list)).await?;
         wire::parse_enableuser(&body, &list).map_err(|e| scrub(e, self.provhash().expose()))
     }
+
+    fn rationed(&self) -> bool {
+        self.inner.budget.rate().is_some()
+    }
 }
 
 #[cfg(test)]

@@ -212,6 +212,12 @@ pub trait LastPass: Send + Sync + 'static {
         &self,
         emails: &[Email],
     ) -> impl Future<Output = Result<EnableOutcome, LastPassError>> + Send;
+
+    /// Whether calls are rationed right now (a call budget is in force, configured or after a
+    /// 429): then a call saved is time saved, and batches wait longer for company.
+    fn rationed(&self) -> bool {
+        false
+    }
 }
 
 /// Every user, as a stream of pages: one `getuserdata` call per page, never more than one page

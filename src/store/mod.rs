@@ -56,7 +56,7 @@ pub enum StoreError {
     DatabasePool(#[source] deadpool_postgres::PoolError),
     #[error("state database: {0}")]
     Schema(String),
-    #[error("the state store's writer thread stopped")]
+    #[error("the state store's writer stopped")]
     WriterStopped,
     #[error("state store: the batch of writes this one was committed with failed")]
     Batch(#[source] std::sync::Arc<StoreError>),

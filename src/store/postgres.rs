@@ -10,6 +10,11 @@
 //!   as long as the command is processed: a second replica waits for it, and the lock goes
 //!   with the connection when the holder dies.
 //! - TLS (rustls with the platform's roots) when the URL says `sslmode=require`.
+//! - Group commit: intents and completions, the two writes on every command's path, go to one
+//!   writer task that takes whatever is queued (at most [`MAX_BATCH`]) and writes it in one
+//!   transaction with set-based statements, so concurrent commands share one commit (one WAL
+//!   flush). A caller's write is durable when its future resolves `Ok`; a failed transaction
+//!   fails every write of its batch (the caller gives its delivery back, as for any store error).
 
 use super::{
     Claim, CommandLedger, Completion, Intent, RetryState, SnapshotEntry, SnapshotStore, StoreError,
@@ -151,8 +156,29 @@ fn build_pool(
         .map_err(|e| StoreError::Schema(format!("cannot build the connection pool: {e}")))
 }
 
+/// Most writes in one group-committed transaction.
+const MAX_BATCH: usize = 256;
+
+/// A write the writer task commits together with the others queued.
+enum PgWrite {
+    Intent(Uuid),
+    Complete {
+        id: Uuid,
+        fingerprint: String,
+        event: String,
+    },
+}
+
+/// The writer's answer: for a completion, the event recorded earlier, if one was.
+type WriteReply = tokio::sync::oneshot::Sender<Result<Option<String>, StoreError>>;
+
 struct Shared {
     pool: Pool,
+    /// To the writer task (which ends when this is dropped).
+    writes: tokio::sync::mpsc::UnboundedSender<(PgWrite, WriteReply)>,
+    /// Transactions the writer committed.
+    #[cfg(test)]
+    commits: Arc<std::sync::atomic::AtomicU64>,
     /// Connections that hold claims (advisory locks), one per command in flight.
     claims: Pool,
     prefix: String,
@@ -164,6 +190,138 @@ impl Shared {
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(StoreError::DatabasePool)
     }
+
+    /// Queues `write` for the writer's next transaction; resolves once that is committed.
+    async fn write(&self, write: PgWrite) -> Result<Option<String>, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writes
+            .send((write, reply))
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+/// The writer task: one transaction for whatever writes are queued, then every caller answered.
+async fn writer(
+    pool: Pool,
+    prefix: String,
+    owner: String,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<(PgWrite, WriteReply)>,
+    #[cfg(test)] commits: Arc<std::sync::atomic::AtomicU64>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&pool, &prefix, &owner, &batch).await {
+            Ok(earlier) => {
+                #[cfg(test)]
+                commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for (write, reply) in batch {
+                    let recorded = match write {
+                        PgWrite::Complete { id, .. } => earlier.get(&id).cloned(),
+                        PgWrite::Intent(_) => None,
+                    };
+                    let _ = reply.send(Ok(recorded));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Batch(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction, one statement per kind of write: the intents, then the
+/// completions (each keeps the first event recorded for its command: the earlier ones are
+/// returned by command id), then the intents and retry states the completions end.
+async fn write_batch(
+    pool: &Pool,
+    prefix: &String,
+    owner: &String,
+    batch: &[(PgWrite, WriteReply)],
+) -> Result<std::collections::HashMap<Uuid, String>, StoreError> {
+    let mut intents: Vec<Uuid> = Vec::new();
+    let (mut ids, mut fingerprints, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    for (write, _) in batch {
+        match write {
+            PgWrite::Intent(id) if !intents.contains(id) => intents.push(*id),
+            PgWrite::Intent(_) => {}
+            PgWrite::Complete {
+                id,
+                fingerprint,
+                event,
+            } if !ids.contains(id) => {
+                ids.push(*id);
+                fingerprints.push(fingerprint.as_str());
+                events.push(event.as_str());
+            }
+            PgWrite::Complete { .. } => {}
+        }
+    }
+    let mut c = pool.get().await.map_err(StoreError::DatabasePool)?;
+    let tx = c.transaction().await.map_err(db("begin"))?;
+    if !intents.is_empty() {
+        tx.execute(
+            "INSERT INTO lpc_intents (prefix, command_id, at, owner) \
+             SELECT $1::text, id, now(), $3::text FROM unnest($2::uuid[]) AS t(id) \
+             ON CONFLICT (prefix, command_id) DO UPDATE SET at = now(), owner = excluded.owner",
+            &[prefix, &intents, owner],
+        )
+        .await
+        .map_err(db("recording intents"))?;
+    }
+    let mut earlier = std::collections::HashMap::new();
+    if !ids.is_empty() {
+        let inserted: std::collections::HashSet<Uuid> = tx
+            .query(
+                "INSERT INTO lpc_completed (prefix, command_id, at, fingerprint, event) \
+                 SELECT $1::text, c.id, now(), c.f, c.e \
+                 FROM unnest($2::uuid[], $3::text[], $4::text[]) AS c(id, f, e) \
+                 ON CONFLICT (prefix, command_id) DO NOTHING RETURNING command_id",
+                &[prefix, &ids, &fingerprints, &events],
+            )
+            .await
+            .map_err(db("recording completions"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let others: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !inserted.contains(id))
+            .copied()
+            .collect();
+        if !others.is_empty() {
+            for row in tx
+                .query(
+                    "SELECT command_id, event FROM lpc_completed \
+                     WHERE prefix = $1 AND command_id = ANY($2)",
+                    &[prefix, &others],
+                )
+                .await
+                .map_err(db("reading completions"))?
+            {
+                earlier.insert(row.get::<_, Uuid>(0), row.get::<_, String>(1));
+            }
+        }
+        for sql in [
+            "DELETE FROM lpc_intents WHERE prefix = $1 AND command_id = ANY($2)",
+            "DELETE FROM lpc_retries WHERE prefix = $1 AND command_id = ANY($2)",
+        ] {
+            tx.execute(sql, &[prefix, &ids])
+                .await
+                .map_err(db("clearing intents"))?;
+        }
+    }
+    tx.commit().await.map_err(db("committing"))?;
+    Ok(earlier)
 }
 
 /// The command ledger half of the shared store.
@@ -198,16 +356,31 @@ pub(crate) async fn open(settings: &PgSettings) -> Result<(PgLedger, PgSnapshot)
         RecyclingMethod::Custom("SELECT pg_advisory_unlock_all()".into()),
     )?;
     migrate(&pool).await?;
+    let owner = format!(
+        "{} pid {} {}",
+        hostname(),
+        std::process::id(),
+        Uuid::new_v4().simple()
+    );
+    let (writes, queue) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(test)]
+    let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(writer(
+        pool.clone(),
+        settings.prefix.clone(),
+        owner.clone(),
+        queue,
+        #[cfg(test)]
+        commits.clone(),
+    ));
     let s = Arc::new(Shared {
         pool,
+        writes,
+        #[cfg(test)]
+        commits,
         claims,
         prefix: settings.prefix.clone(),
-        owner: format!(
-            "{} pid {} {}",
-            hostname(),
-            std::process::id(),
-            Uuid::new_v4().simple()
-        ),
+        owner,
     });
     Ok((
         PgLedger {
@@ -310,6 +483,14 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+#[cfg(test)]
+impl PgLedger {
+    /// Transactions the writer committed.
+    pub(crate) fn commits(&self) -> u64 {
+        self.s.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 impl CommandLedger for PgLedger {
     fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
         Box::pin(async move {
@@ -365,15 +546,7 @@ impl CommandLedger for PgLedger {
 
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let c = self.s.client().await?;
-            c.execute(
-                "INSERT INTO lpc_intents (prefix, command_id, at, owner) \
-                 VALUES ($1, $2, now(), $3) \
-                 ON CONFLICT (prefix, command_id) DO UPDATE SET at = now(), owner = excluded.owner",
-                &[&self.s.prefix, &id, &self.s.owner],
-            )
-            .await
-            .map_err(db("recording an intent"))?;
+            self.s.write(PgWrite::Intent(id)).await?;
             Ok(())
         })
     }
@@ -405,39 +578,18 @@ impl CommandLedger for PgLedger {
     ) -> BoxFuture<'a, Result<Event, StoreError>> {
         Box::pin(async move {
             let value = serde_json::to_string(event)?;
-            let mut c = self.s.client().await?;
-            let tx = c.transaction().await.map_err(db("begin"))?;
-            let p = &self.s.prefix;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO lpc_completed (prefix, command_id, at, fingerprint, event) \
-                     VALUES ($1, $2, now(), $3, $4) ON CONFLICT (prefix, command_id) DO NOTHING",
-                    &[p, &id, &fingerprint, &value],
-                )
-                .await
-                .map_err(db("recording a completion"))?;
-            let recorded = if inserted == 1 {
-                event.clone()
-            } else {
-                let row = tx
-                    .query_one(
-                        "SELECT event FROM lpc_completed WHERE prefix = $1 AND command_id = $2",
-                        &[p, &id],
-                    )
-                    .await
-                    .map_err(db("reading a completion"))?;
-                serde_json::from_str(row.get::<_, &str>(0))?
-            };
-            for sql in [
-                "DELETE FROM lpc_intents WHERE prefix = $1 AND command_id = $2",
-                "DELETE FROM lpc_retries WHERE prefix = $1 AND command_id = $2",
-            ] {
-                tx.execute(sql, &[p, &id])
-                    .await
-                    .map_err(db("clearing an intent"))?;
+            let earlier = self
+                .s
+                .write(PgWrite::Complete {
+                    id,
+                    fingerprint: fingerprint.to_string(),
+                    event: value,
+                })
+                .await?;
+            match earlier {
+                Some(json) => Ok(serde_json::from_str(&json)?),
+                None => Ok(event.clone()),
             }
-            tx.commit().await.map_err(db("committing a completion"))?;
-            Ok(recorded)
         })
     }
 

@@ -244,6 +244,69 @@ mod shared {
             .unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_intents_and_completions_are_group_committed() {
+        const COMMANDS: usize = 200;
+        let b = postgres().await;
+        let Backend::Postgres(db) = &b else {
+            unreachable!()
+        };
+        let (l, _) = open_postgres(&PgSettings {
+            url: db.url().into(),
+            prefix: "group".into(),
+            retention: HOUR,
+            concurrency: 4,
+        })
+        .await
+        .unwrap();
+        let l = Arc::new(l);
+        let ids: Vec<Uuid> = (0..COMMANDS).map(|_| Uuid::new_v4()).collect();
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    l.record_intent(id).await.unwrap();
+                    assert!(
+                        l.intent(id).await.unwrap().is_some(),
+                        "durable before the call"
+                    );
+                    let e = event(id);
+                    assert_eq!(l.complete(id, "fp", &e).await.unwrap(), e);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let commits = l.commits();
+        assert!(
+            commits < 2 * COMMANDS as u64,
+            "{} writes in {commits} transactions: not coalesced",
+            2 * COMMANDS
+        );
+        for &id in &ids {
+            let c = l.completed(id).await.unwrap().expect("recorded");
+            assert_eq!(c.event, event(id));
+            assert_eq!(c.fingerprint.as_deref(), Some("fp"));
+            assert_eq!(
+                l.intent(id).await.unwrap(),
+                None,
+                "the completion ends the intent"
+            );
+        }
+        // A second completion of the same command keeps the first event, in a batch too.
+        let again = Event {
+            body: "{\"other\":true}".into(),
+            ..event(ids[0])
+        };
+        assert_eq!(
+            l.complete(ids[0], "fp", &again).await.unwrap(),
+            event(ids[0])
+        );
+        eprintln!("{} writes in {commits} transactions", 2 * COMMANDS);
+    }
+
     #[tokio::test]
     async fn replicas_starting_at_once_migrate_once() {
         let b = postgres().await;
