@@ -153,11 +153,8 @@ impl State {
             .filter(|&(id, pos)| {
                 *id < q.horizon
                     && pos.next <= stage
-                    && if rationed {
-                        !q.waiting.iter().any(|w| w.ticket == *id)
-                    } else {
-                        !pos.busy
-                    }
+                    && !q.waiting.iter().any(|w| w.ticket == *id)
+                    && (rationed || !pos.busy)
             })
             .count();
         let window_over = now >= since + s.window;
@@ -428,20 +425,13 @@ async fn stage_task<L: LastPass>(inner: Arc<Inner<L>>, stage: usize) {
 }
 
 async fn run_batch<L: LastPass>(inner: Arc<Inner<L>>, stage: usize, batch: Vec<Waiter>) {
-    let members: Vec<u64> = batch.iter().map(|w| w.ticket).collect();
-    answer_batch(&inner, stage, batch).await;
-    let mut st = inner.state();
-    for t in members {
-        st.set_busy(t, false);
-    }
-}
-
-async fn answer_batch<L: LastPass>(inner: &Inner<L>, stage: usize, batch: Vec<Waiter>) {
+    let mut members = Vec::new();
     let mut users = Vec::new();
     let mut created = Vec::new();
     let mut emails = Vec::new();
     let mut looks = Vec::new();
     for w in batch {
+        members.push(w.ticket);
         match w.item {
             Item::Create(u, tx) => {
                 users.push(u);
@@ -453,21 +443,35 @@ async fn answer_batch<L: LastPass>(inner: &Inner<L>, stage: usize, batch: Vec<Wa
             }
         }
     }
-    if !users.is_empty() {
+    let added = if users.is_empty() {
+        None
+    } else {
         metrics::histogram!(crate::telemetry::BATCH_SIZE, "call" => "batchadd")
             .record(users.len() as f64);
-        let answer = inner.lp.create_users(&users).await;
+        Some(inner.lp.create_users(&users).await)
+    };
+    let found = if emails.is_empty() {
+        Vec::new()
+    } else {
+        metrics::histogram!(crate::telemetry::BATCH_SIZE, "call" => "getuserdata")
+            .record(emails.len() as f64);
+        look_many(&inner, &emails, stage == LOOK_AFTER).await
+    };
+    // Between calls again, before anyone hears the answer: a member that joins its next stage
+    // at once must not be marked idle after it did.
+    {
+        let mut st = inner.state();
+        for t in members {
+            st.set_busy(t, false);
+        }
+    }
+    if let Some(answer) = added {
         for tx in created {
             let _ = tx.send(answer.clone());
         }
     }
-    if !emails.is_empty() {
-        metrics::histogram!(crate::telemetry::BATCH_SIZE, "call" => "getuserdata")
-            .record(emails.len() as f64);
-        let answers = look_many(inner, &emails, stage == LOOK_AFTER).await;
-        for (tx, answer) in looks.into_iter().zip(answers) {
-            let _ = tx.send(answer);
-        }
+    for (tx, answer) in looks.into_iter().zip(found) {
+        let _ = tx.send(answer);
     }
 }
 
