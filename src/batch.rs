@@ -200,6 +200,13 @@ impl<L> Inner<L> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a page lately showed that the tenant does not fit on one page.
+    fn tenant_too_big(&self) -> bool {
+        self.state()
+            .tenant_too_big
+            .is_some_and(|at| at.elapsed() < TENANT_SIZE_TTL)
+    }
+
     fn wake_all(&self) {
         for w in &self.wake {
             w.notify_one();
@@ -326,11 +333,7 @@ impl<L: LastPass> Ticket<L> {
         } else {
             LOOK_AFTER
         };
-        let known_big = inner
-            .state()
-            .tenant_too_big
-            .is_some_and(|at| at.elapsed() < TENANT_SIZE_TTL);
-        if known_big && stage == LOOK_BEFORE {
+        if stage == LOOK_BEFORE && inner.tenant_too_big() {
             // A page would not answer for everyone: look this one up on its own, now.
             {
                 let mut st = inner.state();
@@ -483,10 +486,7 @@ async fn look_many<L: LastPass>(
     emails: &[Email],
     confirm_absent: bool,
 ) -> Vec<Result<Option<User>, LastPassError>> {
-    let known_big = inner
-        .state()
-        .tenant_too_big
-        .is_some_and(|at| at.elapsed() < TENANT_SIZE_TTL);
+    let known_big = inner.tenant_too_big();
     let mut answers: Vec<Option<Result<Option<User>, LastPassError>>> = vec![None; emails.len()];
     if emails.len() > 1 && !known_big {
         match inner.lp.list_page(0, inner.settings.page_size).await {
