@@ -29,8 +29,10 @@
 //! reactivate looks first: only the look says whether the account comes back Active or Staged,
 //! and whether it is an invitation. A suspend and a deprovision act first, since `deluser`'s
 //! answer tells the common cases apart, and look only after "no such user" (an invitation and
-//! nobody both answer that). Where an earlier attempt recorded an intent (`acted_before`) and the
-//! state shows the effect, the outcome is `applied`, not `already_done`.
+//! nobody both answer that). Where an earlier attempt recorded an intent (`acted_before`: a retry,
+//! or a redelivery after a crash), its call may have landed, so a suspend and a deprovision look
+//! first as well and send nothing when the state shows the effect; the outcome is then `applied`,
+//! not `already_done`.
 //!
 //! Every row is decided in one place, [`decide`], from what one look found; [`look`] and [`act`]
 //! use it, and so does [`preview`] (`run --dry-run`), which only looks (one `getuserdata`, for
@@ -249,7 +251,8 @@ pub fn decide(action: &Action, user: Option<User>, acted_before: bool) -> Plan {
 }
 
 /// Decides, looking the user up only where the act's answer would not tell the cases apart (a
-/// provision and a reactivate look; a suspend and a deprovision act straight away).
+/// provision and a reactivate look; a suspend and a deprovision act straight away, unless an
+/// earlier attempt may have acted: then they look first too).
 /// `acted_before` says that an earlier attempt of this same command got as far as the mutating
 /// call (the ledger recorded its intent): when the state now shows that call's effect, it was
 /// this command's doing, so the outcome is `applied`.
@@ -259,6 +262,9 @@ pub async fn look<L: LastPass>(
     acted_before: bool,
 ) -> Result<Plan, LastPassError> {
     let email = match action {
+        // After an intent (a retry, or a redelivery after a crash or a kill), the earlier call
+        // may have landed: look first, and send nothing when the state already shows the effect.
+        Action::Suspend(e) | Action::Deprovision(e) if acted_before => e,
         Action::Suspend(e) => return Ok(Plan::Act(Act::Suspend(e.clone()))),
         Action::Deprovision(e) => return Ok(Plan::Act(Act::Delete(e.clone()))),
         Action::Provision(u) => &u.email,
@@ -625,44 +631,45 @@ mod tests {
     async fn an_earlier_attempt_that_acted_reports_applied() {
         let lp = FakeLastPass::new();
         lp.add("x@example.com", true, false, false);
-        // suspend: no look, the intent is recorded, then "already disabled" means our doing.
+        lp.add("on@example.com", false, false, false);
+        // suspend after an intent: a look first; disabled already means our doing, and no
+        // second deluser is sent.
         let plan = look(&lp, &Action::Suspend(email("x@example.com")), true)
             .await
             .unwrap();
-        assert_eq!(plan, Plan::Act(Act::Suspend(email("x@example.com"))));
+        assert_eq!(
+            plan,
+            Plan::Done(done(Outcome::Applied, Some(AccountStatus::Suspended)))
+        );
+        // Still enabled (the earlier call never landed): act.
+        let plan = look(&lp, &Action::Suspend(email("on@example.com")), true)
+            .await
+            .unwrap();
+        assert_eq!(plan, Plan::Act(Act::Suspend(email("on@example.com"))));
+        // "already disabled" in answer to the act itself after an intent is our doing too;
+        // without an earlier intent the same answer is already_done.
         let r = act(&lp, &Act::Suspend(email("x@example.com")), true)
             .await
             .unwrap();
-        assert_eq!(
-            (r.outcome, r.account_status),
-            (Outcome::Applied, Some(AccountStatus::Suspended))
-        );
-        // Without an earlier intent the same answer is already_done.
+        assert_eq!(r.outcome, Outcome::Applied);
         let r = act(&lp, &Act::Suspend(email("x@example.com")), false)
             .await
             .unwrap();
         assert_eq!(r.outcome, Outcome::AlreadyDone);
-        // deprovision: "no such user" and nobody there: applied, license reclaimed.
+        // deprovision after an intent, nobody there: applied, license reclaimed, no deluser.
         let plan = look(&lp, &Action::Deprovision(email("gone@example.com")), true)
             .await
             .unwrap();
-        let Plan::Act(a) = plan else {
-            panic!("a deprovision acts without looking")
-        };
-        let r = act(&lp, &a, true).await.unwrap();
-        assert_eq!(
-            (r.outcome, r.account_status, r.license_reclaimed),
-            (Outcome::Applied, Some(AccountStatus::Deprovisioned), true)
-        );
+        assert_eq!(plan, Plan::Done(applied_delete()));
         assert_eq!(
             lp.calls(),
             [
+                "getuserdata x@example.com",
+                "getuserdata on@example.com",
                 "deluser 0 x@example.com",
                 "deluser 0 x@example.com",
-                "deluser 2 gone@example.com",
                 "getuserdata gone@example.com"
             ],
-            "no look before a suspend or a deprovision"
         );
     }
 

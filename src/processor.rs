@@ -643,9 +643,9 @@ mod tests {
             s.p.process(incoming("user.suspend", "x@example.com", id), &NoSink)
                 .await;
         assert_eq!(outcome(&d)["outcome"], "applied");
-        // No look first: the one deluser 0 answers "already disabled", which after an intent
-        // is this command's doing.
-        assert_eq!(s.p.lastpass.calls(), ["deluser 0 x@example.com"]);
+        // After an intent, a look first: the account is disabled already, which is this
+        // command's doing, and no second deluser is sent.
+        assert_eq!(s.p.lastpass.calls(), ["getuserdata x@example.com"]);
     }
 
     #[tokio::test]

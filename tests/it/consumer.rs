@@ -21,6 +21,20 @@ pub(crate) async fn setup(
     crate::support::Tap,
     tempfile::TempDir,
 ) {
+    setup_with(users, |_| {}).await
+}
+
+/// [`setup`], with the connector's configuration changed by `tweak` first.
+pub(crate) async fn setup_with(
+    users: &[(&str, bool, bool)],
+    tweak: impl FnOnce(&mut lastpass_connector::config::Config),
+) -> (
+    Broker,
+    TestSim,
+    Running,
+    crate::support::Tap,
+    tempfile::TempDir,
+) {
     let sim = TestSim::start().await;
     for (email, disabled, never) in users {
         sim.add(email, *disabled, *never);
@@ -28,7 +42,9 @@ pub(crate) async fn setup(
     let broker = Broker::new(&test_retry()).await;
     let tap = broker.tap().await;
     let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(broker.config(&sim, dir.path().to_path_buf(), test_retry())).await;
+    let mut config = broker.config(&sim, dir.path().to_path_buf(), test_retry());
+    tweak(&mut config);
+    let running = Running::start(config).await;
     (broker, sim, running, tap, dir)
 }
 
@@ -718,17 +734,7 @@ pub(crate) fn close_connection_named(fragment: &str) -> bool {
 
 #[tokio::test]
 async fn a_cut_connection_loses_no_command() {
-    let sim = TestSim::start().await;
-    let broker = Broker::new(&test_retry()).await;
-    let mut tap = broker.tap().await;
-    let _dir = tempfile::tempdir().unwrap();
-    let mut config = broker.config(&sim, _dir.path().to_path_buf(), test_retry());
-    // Counting calls below needs every answer to arrive: with the tests' 2 s timeout, a call
-    // stalled on a loaded machine is retried after it landed (a second `deluser` 0, harmless:
-    // "already disabled", reported `applied`), and the count is off by one. Seen once in a full
-    // parallel run on 2 cores.
-    config.lastpass_timeout = Duration::from_secs(20);
-    let running = Running::start(config).await;
+    let (broker, sim, running, mut tap, _dir) = setup(&[]).await;
     let n = 30;
     let mut ids = Vec::new();
     for i in 0..n {
@@ -891,19 +897,17 @@ async fn a_burst_against_a_rate_limit_adapts_and_applies_every_command_once() {
 /// still answered on its own, with its own outcome.
 #[tokio::test]
 async fn provisions_in_flight_together_share_a_batchadd() {
-    let sim = TestSim::start().await;
-    sim.add("present@example.com", false, false);
-    let broker = Broker::new(&test_retry()).await;
-    let mut tap = broker.tap().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = broker.config(&sim, dir.path().to_path_buf(), test_retry());
-    config.concurrency = 16;
-    config.batch_window = Duration::from_secs(2);
-    // A call budget is in force (as after LastPass's first 429): calls are rationed, so a batch
-    // waits for every provision in flight, even one still in its look (without a budget it
-    // waits only for those between calls, and batches follow the arrival jitter).
-    config.lastpass_max_rps = Some(1000.0);
-    let running = Running::start(config).await;
+    let (broker, sim, running, mut tap, _dir) =
+        setup_with(&[("present@example.com", false, false)], |c| {
+            c.concurrency = 16;
+            c.batch_window = Duration::from_secs(2);
+            // A call budget is in force (as after LastPass's first 429): calls are rationed, so
+            // a batch waits for every provision in flight, even one still in its look (without
+            // a budget it waits only for those between calls, and batches follow the arrival
+            // jitter).
+            c.lastpass_max_rps = Some(1000.0);
+        })
+        .await;
     // Each call takes 300 ms, so the provisions published below are in flight together.
     sim.faults(sim::FaultsPatch {
         latency_ms: Some(300),
