@@ -24,8 +24,11 @@
 //! member joined; or as soon as every provision that was already in flight when it opened, and has
 //! not passed this stage, has joined (after a short gather of [`GATHER`], so that provisions
 //! arriving in the same instant join too). A lone provision does not wait for company that is not
-//! coming, and a steady stream of new provisions does not hold a batch open. The processor tells
-//! the batcher which provisions are in flight with a [`Ticket`] per command.
+//! coming, and a steady stream of new provisions does not hold a batch open. While calls are not
+//! rationed ([`LastPass::rationed`]: no call budget in force), a batch does not wait for a
+//! provision still in an earlier stage's call either, so batching never adds a round trip to a
+//! provision's way; while they are, it does, since then a call saved is time saved. The processor
+//! tells the batcher which provisions are in flight with a [`Ticket`] per command.
 
 use crate::email::Email;
 use crate::lastpass::{
