@@ -315,6 +315,30 @@ struct CommandData<'a> {
     dry_run: Option<DryRunData<'a>>,
 }
 
+impl<'a> CommandData<'a> {
+    /// The fields every event about a valid user command carries, with `outcome` and the rest
+    /// of what happened to be filled in (the defaults are those of a command that changed
+    /// nothing).
+    fn of(cmd: &'a Command, outcome: Outcome, attempts: u32) -> Self {
+        CommandData {
+            command_id: Some(cmd.meta.command_id),
+            command_type: Some(cmd.command_type().as_str()),
+            correlation_id: cmd.meta.correlation_id.as_deref(),
+            requested_by: cmd.meta.requested_by.as_deref(),
+            reason: cmd.meta.reason.as_deref(),
+            requested_at: cmd.meta.requested_at.as_deref(),
+            email: cmd.email().map(|e| e.as_str()),
+            outcome,
+            account_status: None,
+            license_reclaimed: false,
+            invitation_pending: false,
+            attempts,
+            error: None,
+            dry_run: None,
+        }
+    }
+}
+
 /// `data.dry_run` of `command.dry_run`: what the real run would do and report.
 #[derive(Serialize)]
 struct DryRunData<'a> {
@@ -388,32 +412,14 @@ impl EventFactory {
             // Built by `dry_run`, never from a resolution; kept apart from the success kinds.
             Outcome::DryRun => EventKind::DryRun,
         };
-        let id = result_event_id(cmd.meta.command_id, kind);
-        let email = cmd.email().map(|e| e.as_str());
         let data = CommandData {
-            command_id: Some(cmd.meta.command_id),
-            command_type: Some(cmd.command_type().as_str()),
-            correlation_id: cmd.meta.correlation_id.as_deref(),
-            requested_by: cmd.meta.requested_by.as_deref(),
-            reason: cmd.meta.reason.as_deref(),
-            requested_at: cmd.meta.requested_at.as_deref(),
-            email,
-            outcome: r.outcome,
             account_status: r.account_status,
             license_reclaimed: r.license_reclaimed,
             invitation_pending: r.invitation_pending,
-            attempts,
             error: r.error.as_ref(),
-            dry_run: None,
+            ..CommandData::of(cmd, r.outcome, attempts)
         };
-        let mut event = self.build(
-            kind,
-            id,
-            email,
-            cmd.meta.correlation_id.as_deref(),
-            cmd.meta.trace.as_ref(),
-            data,
-        );
+        let mut event = self.for_command(cmd, kind, data);
         event.error = r.error.clone();
         event
     }
@@ -424,24 +430,10 @@ impl EventFactory {
     /// would report. Its id, from the command id and `command.dry_run`, differs from the id of the
     /// real result, and it carries no `error` (a predicted failure is in `dry_run.error`).
     pub fn dry_run(&self, cmd: &Command, p: &crate::apply::Preview, attempts: u32) -> Event {
-        let kind = EventKind::DryRun;
-        let id = result_event_id(cmd.meta.command_id, kind);
-        let email = cmd.email().map(|e| e.as_str());
         let r = &p.predicted;
         let data = CommandData {
-            command_id: Some(cmd.meta.command_id),
-            command_type: Some(cmd.command_type().as_str()),
-            correlation_id: cmd.meta.correlation_id.as_deref(),
-            requested_by: cmd.meta.requested_by.as_deref(),
-            reason: cmd.meta.reason.as_deref(),
-            requested_at: cmd.meta.requested_at.as_deref(),
-            email,
-            outcome: Outcome::DryRun,
             account_status: p.status_now,
-            license_reclaimed: false,
             invitation_pending: p.invited_now,
-            attempts,
-            error: None,
             dry_run: Some(DryRunData {
                 would_call: p.would.as_ref().map(|a| a.api_command()),
                 deleteaction: p
@@ -455,11 +447,18 @@ impl EventFactory {
                 invitation_pending: r.invitation_pending,
                 error: r.error.as_ref(),
             }),
+            ..CommandData::of(cmd, Outcome::DryRun, attempts)
         };
+        self.for_command(cmd, EventKind::DryRun, data)
+    }
+
+    /// An event of `kind` about a valid user command: its id from the command id and the kind
+    /// (a redelivery yields the same id), its subject, correlation and trace from the command.
+    fn for_command(&self, cmd: &Command, kind: EventKind, data: CommandData<'_>) -> Event {
         self.build(
             kind,
-            id,
-            email,
+            result_event_id(cmd.meta.command_id, kind),
+            cmd.email().map(|e| e.as_str()),
             cmd.meta.correlation_id.as_deref(),
             cmd.meta.trace.as_ref(),
             data,
