@@ -26,15 +26,14 @@ fn changing_calls(sim: &TestSim) -> (u64, u64, u64, usize) {
 
 #[tokio::test]
 async fn a_dry_run_says_what_each_command_would_do_and_changes_nothing() {
-    let sim = TestSim::start().await;
-    sim.add("enabled@example.com", false, false);
-    sim.add("leaver@example.com", false, true);
-    let broker = Broker::new(&test_retry()).await;
-    let mut tap = broker.tap().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = broker.config(&sim, dir.path().to_path_buf(), test_retry());
-    config.dry_run = true;
-    let running = Running::start(config).await;
+    let (broker, sim, running, mut tap, dir) = crate::consumer::setup_with(
+        &[
+            ("enabled@example.com", false, false),
+            ("leaver@example.com", false, true),
+        ],
+        |c| c.dry_run = true,
+    )
+    .await;
     let users_before = sim.users();
 
     let (provision_id, provision) = command("user.provision", "new.hire@example.com");
