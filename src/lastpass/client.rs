@@ -102,6 +102,8 @@ pub struct Client {
 
 struct Inner {
     api_url: String,
+    /// `api_url` parsed once: reqwest would parse a string again on every call.
+    url: reqwest::Url,
     cid: String,
     cid_json: Value,
     timeout: Duration,
@@ -155,6 +157,7 @@ impl Client {
             inner: Arc::new(Inner {
                 cid_json: wire::cid_value(&config.cid),
                 api_url: config.api_url,
+                url,
                 cid: config.cid,
                 timeout: config.timeout,
                 max_response_bytes: config.max_response_bytes,
@@ -233,7 +236,7 @@ impl Client {
         self.inner.budget.acquire().await;
         let response = self
             .http
-            .post(&self.inner.api_url)
+            .post(self.inner.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 reqwest::header::ACCEPT,
