@@ -42,6 +42,9 @@ pub async fn floor(
         "x-queue-type".into(),
         AMQPValue::LongString(LongString::from("quorum")),
     );
+    // Deleted below; should this process be killed first, the broker drops them a minute after
+    // their last use instead of keeping thousands of messages for ever.
+    quorum.insert("x-expires".into(), AMQPValue::LongUInt(60_000));
     for q in [&input, &output] {
         setup
             .queue_declare(
