@@ -87,6 +87,81 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds spent so far by the whole machine, the local RabbitMQ node (`beam.smp`, if one
+/// runs here) and this process (the simulator, the publisher and the event reader).
+struct MachineCpu {
+    /// (busy, all) from the first line of /proc/stat; idle and iowait are not busy.
+    machine: Option<(f64, f64)>,
+    broker: Option<f64>,
+    bench: f64,
+}
+
+impl MachineCpu {
+    fn now(bench_pid: u32) -> MachineCpu {
+        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+            let v: Vec<f64> = stat
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let all: f64 = v.iter().sum();
+            let idle = v.get(3)? + v.get(4)?;
+            Some(((all - idle) / 100.0, all / 100.0))
+        });
+        let mut broker = None;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "beam.smp")
+            {
+                *broker.get_or_insert(0.0) += cpu_seconds(pid);
+            }
+        }
+        MachineCpu {
+            machine,
+            broker,
+            bench: cpu_seconds(bench_pid),
+        }
+    }
+
+    fn since(&self, before: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            machine: self
+                .machine
+                .zip(before.machine)
+                .map(|(a, b)| (a.0 - b.0, a.1 - b.1)),
+            broker: self.broker.zip(before.broker).map(|(a, b)| a - b),
+            bench: self.bench - before.bench,
+        }
+    }
+
+    /// Per 1,000 commands: CPU seconds of each part, what the rest of the machine took (kernel
+    /// threads writing the broker's files away, other processes) and how idle it was.
+    fn per_1000(&self, connector: f64, done: usize) -> Value {
+        let k = 1000.0 / done.max(1) as f64;
+        // /proc counts in hundredths of a second: three decimals say all there is.
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        let busy = self.machine.map(|m| m.0);
+        json!({
+            "connector": r(connector * k),
+            "broker": self.broker.map(|b| r(b * k)),
+            "bench_and_simulator": r(self.bench * k),
+            "rest": busy.zip(self.broker).map(|(m, b)| r((m - connector - b - self.bench) * k)),
+            "machine_busy": busy.map(|m| r(m * k)),
+            "idle_fraction": self.machine.map(|(busy, all)| r(1.0 - busy / all.max(1e-9))),
+        })
+    }
+}
+
 /// Peak resident set (VmHWM) of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -97,6 +172,23 @@ fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The fields of a result event the bench reads.
+#[derive(Default, serde::Deserialize)]
+struct ResultFields<'a> {
+    #[serde(borrow, default)]
+    data: ResultData<'a>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ResultData<'a> {
+    #[serde(borrow, default)]
+    command_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sync_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    outcome: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -227,13 +319,16 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             if e.routing_key == "user.synced" {
                 continue;
             }
-            let v: Value = serde_json::from_slice(&e.body).unwrap_or_default();
-            let id = v["data"]["command_id"]
-                .as_str()
-                .or(v["data"]["sync_id"].as_str())
-                .unwrap_or("")
+            // Only the fields the bench needs, borrowed: the reader is part of the measuring
+            // machine, and a full `Value` per event costs it CPU the connector then lacks.
+            let v: ResultFields = serde_json::from_slice(&e.body).unwrap_or_default();
+            let id = v
+                .data
+                .command_id
+                .or(v.data.sync_id)
+                .unwrap_or_default()
                 .to_string();
-            let outcome = v["data"]["outcome"].as_str().unwrap_or("").to_string();
+            let outcome = v.data.outcome.unwrap_or_default().to_string();
             if tx.send((id, Instant::now(), outcome)).is_err() {
                 break;
             }
@@ -264,6 +359,8 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             ));
         }
     }
+    // The whole machine's CPU while the connector works: who else shares the two cores.
+    let machine_before = MachineCpu::now(std::process::id());
     let (calls_before, cpu_before) = if args.preload {
         (calls_at_start, 0.0)
     } else {
@@ -327,6 +424,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
         latencies.clear();
     }
     let cpu = cpu_seconds(pid) - cpu_before;
+    let machine = MachineCpu::now(std::process::id()).since(&machine_before);
     let rss = peak_rss_kib(pid);
     let calls_after = sim.call_counts();
     let calls = (calls_after.getuserdata
@@ -338,6 +436,12 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             + calls_before.batchadd
             + calls_before.enableuser);
     let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
+    let by_call = json!({
+        "getuserdata": calls_after.getuserdata - calls_before.getuserdata,
+        "deluser": calls_after.deluser - calls_before.deluser,
+        "batchadd": calls_after.batchadd - calls_before.batchadd,
+        "enableuser": calls_after.enableuser - calls_before.enableuser,
+    });
     let missing = sent.len();
 
     let _ = std::process::Command::new("kill")
@@ -395,10 +499,12 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
         "preload": args.preload,
         "p50_ms": pct(50.0), "p95_ms": pct(95.0), "p99_ms": pct(99.0),
         "lastpass_calls": calls, "calls_per_command": calls as f64 / done.max(1) as f64,
+        "calls_by_endpoint": by_call,
         "rate_limit_rps": args.rate_limit_rps, "answered_429": rate_limited,
         "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
         "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
         "floor_before_per_s": floor_before, "floor_after_per_s": floor_after,
+        "machine_cpu_s_per_1000": machine.per_1000(cpu, done),
     });
     if args.json {
         println!("{report}");
@@ -433,6 +539,16 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
             cpu * 1000.0 / done.max(1) as f64
         );
         println!("connector peak RSS  {} KiB", rss);
+        let m = machine.per_1000(cpu, done);
+        println!(
+            "machine CPU         {} s per 1,000 commands: connector {}, broker {}, bench and simulator {}, rest {}; idle {}",
+            m["machine_busy"],
+            m["connector"],
+            m["broker"],
+            m["bench_and_simulator"],
+            m["rest"],
+            m["idle_fraction"]
+        );
         if let Some(f) = floor {
             println!(
                 "floor (bare lapin)  {f:.0} messages/s (before the connector {:.0}, after {:.0}); the connector is {:.2} of it",

@@ -235,6 +235,29 @@ async fn the_benchmark_runs_on_a_tiny_n() {
         (calls - 5.0 / 3.0).abs() < 1e-9,
         "{calls} calls per command"
     );
+    // The same calls by endpoint: 10 provisions look twice and add once, 20 deluser.
+    let by = &v["calls_by_endpoint"];
+    assert_eq!(
+        (
+            by["getuserdata"].as_u64(),
+            by["batchadd"].as_u64(),
+            by["deluser"].as_u64()
+        ),
+        (Some(20), Some(10), Some(20)),
+        "{by}"
+    );
+    // Who shared the machine: the connector's own share is what `cpu_s_per_1000` says, and
+    // the machine as a whole was at least that busy.
+    let m = &v["machine_cpu_s_per_1000"];
+    let connector = m["connector"].as_f64().unwrap();
+    assert!(
+        (connector - v["cpu_s_per_1000"].as_f64().unwrap()).abs() < 0.002,
+        "{m}"
+    );
+    assert!(
+        m["machine_busy"].as_f64().unwrap() >= connector - 0.02,
+        "{m}"
+    );
 }
 
 async fn check_or_run(sim: &TestSim, verb: &'static str, api_url: &str, provhash: &str) -> Output {
