@@ -155,9 +155,17 @@ async fn main() -> ExitCode {
         Cmd::DeadLetter(args) => tool(cli::dead_letter(args).await),
         Cmd::Healthcheck(args) => tool(cli::healthcheck(args).await),
         #[cfg(feature = "simulator")]
-        Cmd::Demo(args) => tool(cli::demo(args).await),
+        Cmd::Demo(args) => {
+            let stop = CancellationToken::new();
+            cancel_on_signal(stop.clone());
+            tool(cli::demo(args, stop).await)
+        }
         #[cfg(feature = "simulator")]
-        Cmd::Bench(args) => tool(cli::bench(args).await),
+        Cmd::Bench(args) => {
+            let stop = CancellationToken::new();
+            cancel_on_signal(stop.clone());
+            tool(cli::bench(args, stop).await)
+        }
         #[cfg(feature = "simulator")]
         Cmd::Simulator(args) => match simulator::run_cli(args).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +213,8 @@ fn tool(result: Result<(), cli::ToolFailure>) -> ExitCode {
             eprintln!("lastpass-connector: {}", chain(&e));
             match e {
                 cli::ToolFailure::Usage(_) => ExitCode::from(2),
+                // 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+                cli::ToolFailure::Interrupted => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -18,6 +18,12 @@ fn amqp(what: &'static str) -> impl FnOnce(lapin::Error) -> ToolError {
     move |source| ToolError::Amqp { what, source }
 }
 
+/// The floor's input and output queues under `prefix` (deleted by [`floor`] itself, and by a
+/// bench interrupted while the floor ran).
+pub fn queues(prefix: &str) -> [String; 2] {
+    [format!("{prefix}.floor.in"), format!("{prefix}.floor.out")]
+}
+
 /// Runs the bare loop over `n` messages of `body`; returns the time from the first delivery to
 /// the last ack. Declares and deletes its own queues under `prefix`.
 pub async fn floor(
@@ -34,8 +40,7 @@ pub async fn floor(
     )
     .await
     .map_err(amqp("connecting"))?;
-    let input = format!("{prefix}.floor.in");
-    let output = format!("{prefix}.floor.out");
+    let [input, output] = queues(prefix);
     let setup = conn.create_channel().await.map_err(amqp("channel"))?;
     let mut quorum = FieldTable::default();
     quorum.insert(

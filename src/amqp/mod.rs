@@ -9,7 +9,7 @@ mod tools;
 mod topology;
 
 pub(crate) use consumer::{AmqpSettings, run};
-pub use floor::floor;
+pub use floor::{floor, queues as floor_queues};
 pub use tools::{ParkedMessage, ReceivedEvent, ToolBroker, ToolError};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 

@@ -392,6 +392,17 @@ impl ToolBroker {
         Ok(())
     }
 
+    /// Deletes these queues (a queue that is not there is no error).
+    pub async fn delete_queues(&self, names: &[String]) -> Result<(), ToolError> {
+        for q in names {
+            self.ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(amqp("deleting a queue"))?;
+        }
+        Ok(())
+    }
+
     pub async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
     }

@@ -8,11 +8,12 @@
 use super::{BrokerArgs, ToolFailure, connect};
 use crate::amqp::TopologyOptions;
 use crate::retry::RetryPolicy;
-use crate::simulator::{Faults, SimUserSpec, Simulator, SimulatorConfig};
+use crate::simulator::{Faults, SimUserSpec, Simulator, SimulatorConfig, SimulatorHandle};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -51,6 +52,10 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Declare everything under this prefix instead of a fresh `bench-<random>` (it is all
+    /// deleted at the end either way).
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// Instead of commands: one `users.sync` over this many simulated accounts (time,
     /// accounts/s, LastPass calls, the connector's peak RSS).
     #[arg(long, value_name = "ACCOUNTS")]
@@ -207,7 +212,10 @@ async fn floor_rate(prefix: &str, args: &BenchArgs) -> Result<f64, ToolFailure> 
     Ok(args.n as f64 / d.as_secs_f64().max(1e-9))
 }
 
-pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
+/// Runs one benchmark. Whatever ends it (its end, a failure, SIGINT or SIGTERM through `stop`),
+/// the connector is stopped before its queues go, then everything declared under the prefix is
+/// deleted (the floor's queues included), the simulator stopped and the state removed.
+pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolFailure> {
     let kinds = mix(&args.mix)?;
     let sim = Simulator::start_local(SimulatorConfig {
         users: args.sync.unwrap_or(0),
@@ -221,7 +229,10 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     .await
     .map_err(|e| ToolFailure::Outcome(format!("simulator: {e}")))?;
     let run_id = &Uuid::new_v4().simple().to_string()[..8];
-    let prefix = format!("bench-{run_id}");
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench-{run_id}"));
     let n = if args.sync.is_some() { 1 } else { args.n };
     let mut commands: Vec<(String, Vec<u8>, String)> = Vec::with_capacity(n);
     if args.sync.is_some() {
@@ -249,158 +260,241 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
     ))
     .map_err(|e| ToolFailure::Outcome(format!("simulator: {e:?}")))?;
 
-    let measure_floor = !args.no_floor && args.sync.is_none();
-    let floor_before = if measure_floor {
-        Some(floor_rate(&prefix, &args).await?)
-    } else {
-        None
-    };
     let dir = std::env::temp_dir().join(format!("lastpass-connector-bench-{run_id}"));
-    std::fs::create_dir_all(&dir).map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
     let provhash = dir.join("provhash");
-    std::fs::write(&provhash, sim.provhash()).map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
-    let broker = connect(
-        &BrokerArgs {
-            prefix: prefix.clone(),
-        },
-        "bench",
-    )
-    .await?;
+    let broker = match std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&provhash, sim.provhash()))
+        .map_err(|e| ToolFailure::Outcome(format!("{}: {e}", dir.display())))
+    {
+        Ok(()) => {
+            connect(
+                &BrokerArgs {
+                    prefix: prefix.clone(),
+                },
+                "bench",
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let broker = match broker {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     let delays = RetryPolicy::default().round_delays;
-    broker
-        .declare(&TopologyOptions {
-            delivery_limit: 20,
-            retry_delays: delays.clone(),
-        })
-        .await?;
-    let events = broker.follow_events().await?;
+    let mut child = None;
+    let run = Run {
+        args: &args,
+        sim: &sim,
+        prefix: &prefix,
+        dir: &dir,
+        provhash: &provhash,
+        broker: &broker,
+        delays: &delays,
+        n,
+    };
+    let outcome = tokio::select! {
+        r = run.measure(commands, &mut child) => r,
+        _ = stop.cancelled() => Err(ToolFailure::Interrupted),
+    };
+    if let Some(c) = child.take() {
+        stop_connector(c).await;
+    }
+    let cleaned = match broker
+        .delete_queues(&crate::amqp::floor_queues(&prefix))
+        .await
+    {
+        Ok(()) => broker.delete_topology(&delays).await,
+        Err(e) => Err(e),
+    };
+    broker.close().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome?;
+    Ok(cleaned?)
+}
 
-    if args.preload {
-        for chunk in commands.chunks(500) {
+/// What one measurement works with.
+struct Run<'a> {
+    args: &'a BenchArgs,
+    sim: &'a SimulatorHandle,
+    prefix: &'a str,
+    dir: &'a std::path::Path,
+    provhash: &'a std::path::Path,
+    broker: &'a crate::amqp::ToolBroker,
+    delays: &'a [Duration],
+    n: usize,
+}
+
+/// Stops the connector the way an operator would (SIGTERM, which lets it finish what is in
+/// flight), and kills it if it is still there after 30 s.
+async fn stop_connector(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+    .await;
+}
+
+impl Run<'_> {
+    /// The measurement and its report; puts the connector's process in `child` while it runs.
+    async fn measure(
+        &self,
+        commands: Vec<(String, Vec<u8>, String)>,
+        child_slot: &mut Option<std::process::Child>,
+    ) -> Result<(), ToolFailure> {
+        let Run {
+            args,
+            sim,
+            prefix,
+            dir,
+            provhash,
+            broker,
+            delays,
+            n,
+        } = *self;
+        let measure_floor = !args.no_floor && args.sync.is_none();
+        let floor_before = if measure_floor {
+            Some(floor_rate(prefix, args).await?)
+        } else {
+            None
+        };
+        broker
+            .declare(&TopologyOptions {
+                delivery_limit: 20,
+                retry_delays: delays.to_vec(),
+            })
+            .await?;
+        let events = broker.follow_events().await?;
+
+        if args.preload {
+            for chunk in commands.chunks(500) {
+                let batch: Vec<(String, Vec<u8>)> = chunk
+                    .iter()
+                    .map(|(k, b, _)| (k.clone(), b.clone()))
+                    .collect();
+                broker.publish_commands(&batch).await?;
+            }
+        }
+        let calls_at_start = sim.call_counts();
+
+        let exe = std::env::current_exe().map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
+        let mut child = std::process::Command::new(exe);
+        child
+            .arg("run")
+            .env("LASTPASS_API_URL", sim.api_url())
+            .env("LASTPASS_CID", sim.cid())
+            .env("LASTPASS_PROVHASH_FILE", provhash)
+            .env("CONNECTOR_PREFIX", prefix)
+            .env("CONNECTOR_STATE_DIR", dir.join("state"))
+            .env("CONNECTOR_CONCURRENCY", args.concurrency.to_string())
+            .env("CONNECTOR_HTTP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for kv in &args.env {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| ToolFailure::Usage(format!("--env wants NAME=VALUE, got {kv:?}")))?;
+            child.env(k, v);
+        }
+        let child = child_slot.insert(
+            child
+                .spawn()
+                .map_err(|e| ToolFailure::Outcome(format!("{e}")))?,
+        );
+        let pid = child.id();
+
+        // Results arrive on a task of their own while the commands are published.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, String)>();
+        let reader = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(e) = events.next().await {
+                if e.routing_key == "user.synced" {
+                    continue;
+                }
+                // Only the fields the bench needs, borrowed: the reader is part of the measuring
+                // machine, and a full `Value` per event costs it CPU the connector then lacks.
+                let v: ResultFields = serde_json::from_slice(&e.body).unwrap_or_default();
+                let id = v
+                    .data
+                    .command_id
+                    .or(v.data.sync_id)
+                    .unwrap_or_default()
+                    .to_string();
+                let outcome = v.data.outcome.unwrap_or_default().to_string();
+                if tx.send((id, Instant::now(), outcome)).is_err() {
+                    break;
+                }
+            }
+        });
+
+        if !args.preload {
+            // Warm up: the connector is consuming once this is answered.
+            let warm_id = Uuid::new_v4().to_string();
+            let warm = json!({"command_id": warm_id, "type": "user.suspend", "user": {"email": "warmup@example.com"}});
+            broker
+                .publish_command("user.suspend", warm.to_string().as_bytes(), &[])
+                .await?;
+            let warmed = tokio::time::timeout(Duration::from_secs(60), async {
+                while let Some((id, _, _)) = rx.recv().await {
+                    if id == warm_id {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
+            if !warmed {
+                return Err(ToolFailure::Outcome(
+                    "the connector did not answer the warm-up command".into(),
+                ));
+            }
+        }
+        // The whole machine's CPU while the connector works: who else shares the two cores.
+        let machine_before = MachineCpu::now(std::process::id());
+        let (calls_before, cpu_before) = if args.preload {
+            (calls_at_start, 0.0)
+        } else {
+            (sim.call_counts(), cpu_seconds(pid))
+        };
+
+        let started = Instant::now();
+        let mut sent: HashMap<String, Instant> = HashMap::with_capacity(args.n);
+        let mut latencies = Vec::with_capacity(args.n);
+        let mut outcomes: HashMap<String, usize> = HashMap::new();
+        let mut last = started;
+        let mut first: Option<Instant> = None;
+        if args.preload {
+            for (_, _, id) in &commands {
+                sent.insert(id.clone(), started);
+            }
+        }
+        for chunk in commands.chunks(500).filter(|_| !args.preload) {
+            let now = Instant::now();
+            for (_, _, id) in chunk {
+                sent.insert(id.clone(), now);
+            }
             let batch: Vec<(String, Vec<u8>)> = chunk
                 .iter()
                 .map(|(k, b, _)| (k.clone(), b.clone()))
                 .collect();
             broker.publish_commands(&batch).await?;
-        }
-    }
-    let calls_at_start = sim.call_counts();
-
-    let exe = std::env::current_exe().map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
-    let mut child = std::process::Command::new(exe);
-    child
-        .arg("run")
-        .env("LASTPASS_API_URL", sim.api_url())
-        .env("LASTPASS_CID", sim.cid())
-        .env("LASTPASS_PROVHASH_FILE", &provhash)
-        .env("CONNECTOR_PREFIX", &prefix)
-        .env("CONNECTOR_STATE_DIR", dir.join("state"))
-        .env("CONNECTOR_CONCURRENCY", args.concurrency.to_string())
-        .env("CONNECTOR_HTTP_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| ToolFailure::Usage(format!("--env wants NAME=VALUE, got {kv:?}")))?;
-        child.env(k, v);
-    }
-    let mut child = child
-        .spawn()
-        .map_err(|e| ToolFailure::Outcome(format!("{e}")))?;
-    let pid = child.id();
-
-    // Results arrive on a task of their own while the commands are published.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, String)>();
-    let reader = tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        while let Some(e) = events.next().await {
-            if e.routing_key == "user.synced" {
-                continue;
-            }
-            // Only the fields the bench needs, borrowed: the reader is part of the measuring
-            // machine, and a full `Value` per event costs it CPU the connector then lacks.
-            let v: ResultFields = serde_json::from_slice(&e.body).unwrap_or_default();
-            let id = v
-                .data
-                .command_id
-                .or(v.data.sync_id)
-                .unwrap_or_default()
-                .to_string();
-            let outcome = v.data.outcome.unwrap_or_default().to_string();
-            if tx.send((id, Instant::now(), outcome)).is_err() {
-                break;
-            }
-        }
-    });
-
-    if !args.preload {
-        // Warm up: the connector is consuming once this is answered.
-        let warm_id = Uuid::new_v4().to_string();
-        let warm = json!({"command_id": warm_id, "type": "user.suspend", "user": {"email": "warmup@example.com"}});
-        broker
-            .publish_command("user.suspend", warm.to_string().as_bytes(), &[])
-            .await?;
-        let warmed = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some((id, _, _)) = rx.recv().await {
-                if id == warm_id {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
-        if !warmed {
-            let _ = child.kill();
-            return Err(ToolFailure::Outcome(
-                "the connector did not answer the warm-up command".into(),
-            ));
-        }
-    }
-    // The whole machine's CPU while the connector works: who else shares the two cores.
-    let machine_before = MachineCpu::now(std::process::id());
-    let (calls_before, cpu_before) = if args.preload {
-        (calls_at_start, 0.0)
-    } else {
-        (sim.call_counts(), cpu_seconds(pid))
-    };
-
-    let started = Instant::now();
-    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(args.n);
-    let mut latencies = Vec::with_capacity(args.n);
-    let mut outcomes: HashMap<String, usize> = HashMap::new();
-    let mut last = started;
-    let mut first: Option<Instant> = None;
-    if args.preload {
-        for (_, _, id) in &commands {
-            sent.insert(id.clone(), started);
-        }
-    }
-    for chunk in commands.chunks(500).filter(|_| !args.preload) {
-        let now = Instant::now();
-        for (_, _, id) in chunk {
-            sent.insert(id.clone(), now);
-        }
-        let batch: Vec<(String, Vec<u8>)> = chunk
-            .iter()
-            .map(|(k, b, _)| (k.clone(), b.clone()))
-            .collect();
-        broker.publish_commands(&batch).await?;
-        while let Ok((id, at, outcome)) = rx.try_recv() {
-            if let Some(t) = sent.remove(&id) {
-                latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
-                *outcomes.entry(outcome).or_default() += 1;
-                first.get_or_insert(at);
-                last = at;
-            }
-        }
-    }
-    let deadline = started + args.timeout;
-    while !sent.is_empty() && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some((id, at, outcome))) => {
+            while let Ok((id, at, outcome)) = rx.try_recv() {
                 if let Some(t) = sent.remove(&id) {
                     latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
                     *outcomes.entry(outcome).or_default() += 1;
@@ -408,161 +502,169 @@ pub async fn bench(args: BenchArgs) -> Result<(), ToolFailure> {
                     last = at;
                 }
             }
-            Ok(None) => break,
-            Err(_) => {}
         }
-    }
-    // Preloaded, the connector's start is not its throughput: from its first result to its last,
-    // as the floor times from its first delivery to its last ack.
-    let from = if args.preload {
-        first.unwrap_or(started)
-    } else {
-        started
-    };
-    let elapsed = last.duration_since(from).as_secs_f64().max(1e-9);
-    if args.preload {
-        latencies.clear();
-    }
-    let cpu = cpu_seconds(pid) - cpu_before;
-    let machine = MachineCpu::now(std::process::id()).since(&machine_before);
-    let rss = peak_rss_kib(pid);
-    let calls_after = sim.call_counts();
-    let calls = (calls_after.getuserdata
-        + calls_after.deluser
-        + calls_after.batchadd
-        + calls_after.enableuser)
-        - (calls_before.getuserdata
-            + calls_before.deluser
-            + calls_before.batchadd
-            + calls_before.enableuser);
-    let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
-    let by_call = json!({
-        "getuserdata": calls_after.getuserdata - calls_before.getuserdata,
-        "deluser": calls_after.deluser - calls_before.deluser,
-        "batchadd": calls_after.batchadd - calls_before.batchadd,
-        "enableuser": calls_after.enableuser - calls_before.enableuser,
-    });
-    let missing = sent.len();
+        let deadline = started + args.timeout;
+        while !sent.is_empty() && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some((id, at, outcome))) => {
+                    if let Some(t) = sent.remove(&id) {
+                        latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                        *outcomes.entry(outcome).or_default() += 1;
+                        first.get_or_insert(at);
+                        last = at;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        // Preloaded, the connector's start is not its throughput: from its first result to its last,
+        // as the floor times from its first delivery to its last ack.
+        let from = if args.preload {
+            first.unwrap_or(started)
+        } else {
+            started
+        };
+        let elapsed = last.duration_since(from).as_secs_f64().max(1e-9);
+        if args.preload {
+            latencies.clear();
+        }
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let machine = MachineCpu::now(std::process::id()).since(&machine_before);
+        let rss = peak_rss_kib(pid);
+        let calls_after = sim.call_counts();
+        let calls = (calls_after.getuserdata
+            + calls_after.deluser
+            + calls_after.batchadd
+            + calls_after.enableuser)
+            - (calls_before.getuserdata
+                + calls_before.deluser
+                + calls_before.batchadd
+                + calls_before.enableuser);
+        let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
+        let by_call = json!({
+            "getuserdata": calls_after.getuserdata - calls_before.getuserdata,
+            "deluser": calls_after.deluser - calls_before.deluser,
+            "batchadd": calls_after.batchadd - calls_before.batchadd,
+            "enableuser": calls_after.enableuser - calls_before.enableuser,
+        });
+        let missing = sent.len();
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-    reader.abort();
+        if let Some(c) = child_slot.take() {
+            stop_connector(c).await;
+        }
+        reader.abort();
 
-    let done = n - missing;
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let rate = done as f64 / elapsed;
-    let floor_after = if measure_floor {
-        Some(floor_rate(&prefix, &args).await?)
-    } else {
-        None
-    };
-    // The floor once before the connector and once after, averaged: the broker is slower right
-    // after a run (it is still writing that run's messages away), faster on a fresh start.
-    let floor = floor_before.zip(floor_after).map(|(a, b)| (a + b) / 2.0);
-    broker.delete_topology(&delays).await?;
-    broker.close().await;
-    sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+        let done = n - missing;
+        latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let rate = done as f64 / elapsed;
+        let floor_after = if measure_floor {
+            Some(floor_rate(prefix, args).await?)
+        } else {
+            None
+        };
+        // The floor once before the connector and once after, averaged: the broker is slower right
+        // after a run (it is still writing that run's messages away), faster on a fresh start.
+        let floor = floor_before.zip(floor_after).map(|(a, b)| (a + b) / 2.0);
 
-    if let Some(accounts) = args.sync {
+        if let Some(accounts) = args.sync {
+            let report = json!({
+                "sync_accounts": accounts, "seconds": elapsed,
+                "accounts_per_s": accounts as f64 / elapsed,
+                "lastpass_calls": calls, "peak_rss_kib": rss, "cpu_s": cpu,
+                "completed": done == 1,
+            });
+            if args.json {
+                println!("{report}");
+            } else {
+                println!(
+                    "sync of {accounts} accounts: {elapsed:.2} s ({:.0} accounts/s), {calls} LastPass calls, connector CPU {cpu:.2} s, peak RSS {rss} KiB",
+                    accounts as f64 / elapsed
+                );
+            }
+            return if done == 1 {
+                Ok(())
+            } else {
+                Err(ToolFailure::Outcome(format!(
+                    "the sync did not complete within {:?}",
+                    args.timeout
+                )))
+            };
+        }
+        let pct = |p: f64| (!latencies.is_empty()).then(|| percentile(&latencies, p));
         let report = json!({
-            "sync_accounts": accounts, "seconds": elapsed,
-            "accounts_per_s": accounts as f64 / elapsed,
-            "lastpass_calls": calls, "peak_rss_kib": rss, "cpu_s": cpu,
-            "completed": done == 1,
+            "n": args.n, "mix": args.mix, "concurrency": args.concurrency,
+            "latency_ms": args.latency_ms, "env": args.env,
+            "completed": done, "missing": missing, "outcomes": outcomes,
+            "seconds": elapsed, "commands_per_s": rate,
+            "preload": args.preload,
+            "p50_ms": pct(50.0), "p95_ms": pct(95.0), "p99_ms": pct(99.0),
+            "lastpass_calls": calls, "calls_per_command": calls as f64 / done.max(1) as f64,
+            "calls_by_endpoint": by_call,
+            "rate_limit_rps": args.rate_limit_rps, "answered_429": rate_limited,
+            "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
+            "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
+            "floor_before_per_s": floor_before, "floor_after_per_s": floor_after,
+            "machine_cpu_s_per_1000": machine.per_1000(cpu, done),
         });
         if args.json {
             println!("{report}");
         } else {
             println!(
-                "sync of {accounts} accounts: {elapsed:.2} s ({:.0} accounts/s), {calls} LastPass calls, connector CPU {cpu:.2} s, peak RSS {rss} KiB",
-                accounts as f64 / elapsed
+                "commands            {done} of {} ({}; concurrency {}, latency {} ms)",
+                args.n, args.mix, args.concurrency, args.latency_ms
             );
+            println!("outcomes            {outcomes:?}");
+            println!("throughput          {rate:.0} commands/s over {elapsed:.2} s");
+            if latencies.is_empty() {
+                println!("publish -> event    not measured (--preload)");
+            } else {
+                println!(
+                    "publish -> event    p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+                    percentile(&latencies, 50.0),
+                    percentile(&latencies, 95.0),
+                    percentile(&latencies, 99.0)
+                );
+            }
+            println!(
+                "LastPass calls      {calls} ({:.2} per command)",
+                calls as f64 / done.max(1) as f64
+            );
+            if let Some(rps) = args.rate_limit_rps {
+                println!(
+                    "answered 429        {rate_limited} (the simulator throttles above {rps} calls/s)"
+                );
+            }
+            println!(
+                "connector CPU       {:.2} s per 1,000 commands",
+                cpu * 1000.0 / done.max(1) as f64
+            );
+            println!("connector peak RSS  {} KiB", rss);
+            let m = machine.per_1000(cpu, done);
+            println!(
+                "machine CPU         {} s per 1,000 commands: connector {}, broker {}, bench and simulator {}, rest {}; idle {}",
+                m["machine_busy"],
+                m["connector"],
+                m["broker"],
+                m["bench_and_simulator"],
+                m["rest"],
+                m["idle_fraction"]
+            );
+            if let Some(f) = floor {
+                println!(
+                    "floor (bare lapin)  {f:.0} messages/s (before the connector {:.0}, after {:.0}); the connector is {:.2} of it",
+                    floor_before.unwrap_or_default(),
+                    floor_after.unwrap_or_default(),
+                    rate / f
+                );
+            }
         }
-        return if done == 1 {
-            Ok(())
-        } else {
-            Err(ToolFailure::Outcome(format!(
-                "the sync did not complete within {:?}",
+        if missing > 0 {
+            return Err(ToolFailure::Outcome(format!(
+                "{missing} command(s) had no result within {:?}",
                 args.timeout
-            )))
-        };
-    }
-    let pct = |p: f64| (!latencies.is_empty()).then(|| percentile(&latencies, p));
-    let report = json!({
-        "n": args.n, "mix": args.mix, "concurrency": args.concurrency,
-        "latency_ms": args.latency_ms, "env": args.env,
-        "completed": done, "missing": missing, "outcomes": outcomes,
-        "seconds": elapsed, "commands_per_s": rate,
-        "preload": args.preload,
-        "p50_ms": pct(50.0), "p95_ms": pct(95.0), "p99_ms": pct(99.0),
-        "lastpass_calls": calls, "calls_per_command": calls as f64 / done.max(1) as f64,
-        "calls_by_endpoint": by_call,
-        "rate_limit_rps": args.rate_limit_rps, "answered_429": rate_limited,
-        "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
-        "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
-        "floor_before_per_s": floor_before, "floor_after_per_s": floor_after,
-        "machine_cpu_s_per_1000": machine.per_1000(cpu, done),
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!(
-            "commands            {done} of {} ({}; concurrency {}, latency {} ms)",
-            args.n, args.mix, args.concurrency, args.latency_ms
-        );
-        println!("outcomes            {outcomes:?}");
-        println!("throughput          {rate:.0} commands/s over {elapsed:.2} s");
-        if latencies.is_empty() {
-            println!("publish -> event    not measured (--preload)");
-        } else {
-            println!(
-                "publish -> event    p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
-                percentile(&latencies, 50.0),
-                percentile(&latencies, 95.0),
-                percentile(&latencies, 99.0)
-            );
+            )));
         }
-        println!(
-            "LastPass calls      {calls} ({:.2} per command)",
-            calls as f64 / done.max(1) as f64
-        );
-        if let Some(rps) = args.rate_limit_rps {
-            println!(
-                "answered 429        {rate_limited} (the simulator throttles above {rps} calls/s)"
-            );
-        }
-        println!(
-            "connector CPU       {:.2} s per 1,000 commands",
-            cpu * 1000.0 / done.max(1) as f64
-        );
-        println!("connector peak RSS  {} KiB", rss);
-        let m = machine.per_1000(cpu, done);
-        println!(
-            "machine CPU         {} s per 1,000 commands: connector {}, broker {}, bench and simulator {}, rest {}; idle {}",
-            m["machine_busy"],
-            m["connector"],
-            m["broker"],
-            m["bench_and_simulator"],
-            m["rest"],
-            m["idle_fraction"]
-        );
-        if let Some(f) = floor {
-            println!(
-                "floor (bare lapin)  {f:.0} messages/s (before the connector {:.0}, after {:.0}); the connector is {:.2} of it",
-                floor_before.unwrap_or_default(),
-                floor_after.unwrap_or_default(),
-                rate / f
-            );
-        }
+        Ok(())
     }
-    if missing > 0 {
-        return Err(ToolFailure::Outcome(format!(
-            "{missing} command(s) had no result within {:?}",
-            args.timeout
-        )));
-    }
-    Ok(())
 }

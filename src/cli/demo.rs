@@ -43,7 +43,10 @@ fn step(what: &'static str, command: Value, expect: (&'static str, &'static str)
     }
 }
 
-pub async fn demo(args: DemoArgs) -> Result<(), ToolFailure> {
+/// Runs the demo. Whatever ends it (its end, a failure, SIGINT or SIGTERM through `stop`), the
+/// connector is stopped, then the prefix's queues and exchanges are deleted, the simulator
+/// stopped and the temporary state removed.
+pub async fn demo(args: DemoArgs, stop: CancellationToken) -> Result<(), ToolFailure> {
     let sim = Simulator::start_local(SimulatorConfig::default())
         .await
         .map_err(|e| ToolFailure::Outcome(format!("cannot start the simulator: {e}")))?;
@@ -77,22 +80,71 @@ pub async fn demo(args: DemoArgs) -> Result<(), ToolFailure> {
     ])
     .map_err(|e| ToolFailure::Usage(e.to_string()))?;
     let delays = config.retry.round_delays.clone();
-    let broker = connect(
+    let broker = match connect(
         &BrokerArgs {
             prefix: prefix.clone(),
         },
         "demo",
     )
-    .await?;
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&state);
+            return Err(e);
+        }
+    };
+    let connector_stop = CancellationToken::new();
+    let mut connector = None;
+    let outcome = tokio::select! {
+        r = steps(&args, &broker, &sim, config, &prefix, &connector_stop, &mut connector) => r,
+        _ = stop.cancelled() => Err(ToolFailure::Interrupted),
+    };
+    connector_stop.cancel();
+    let stopped = match connector.take() {
+        Some(task) => Some(task.await),
+        None => None,
+    };
+    let cleanup = broker.delete_topology(&delays).await;
+    broker.close().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+    let mut failures = outcome?;
+    cleanup?;
+    match stopped {
+        Some(Ok(Ok(()))) | None => {}
+        Some(Ok(Err(e))) => failures.push(format!("the connector failed: {e}")),
+        Some(Err(e)) => failures.push(format!("the connector task failed: {e}")),
+    }
+    if failures.is_empty() {
+        println!("demo complete: every command answered as expected; prefix {prefix} removed");
+        Ok(())
+    } else {
+        Err(ToolFailure::Outcome(failures.join("; ")))
+    }
+}
+
+type ConnectorTask = tokio::task::JoinHandle<Result<(), crate::RunError>>;
+
+/// Declares the topology, starts the connector (its task in `connector`), publishes each step
+/// and checks its result; returns what went wrong.
+async fn steps(
+    args: &DemoArgs,
+    broker: &crate::amqp::ToolBroker,
+    sim: &crate::simulator::SimulatorHandle,
+    config: Config,
+    prefix: &str,
+    connector_stop: &CancellationToken,
+    connector: &mut Option<ConnectorTask>,
+) -> Result<Vec<String>, ToolFailure> {
     broker
         .declare(&TopologyOptions {
             delivery_limit: config.delivery_limit,
-            retry_delays: delays.clone(),
+            retry_delays: config.retry.round_delays.clone(),
         })
         .await?;
     let events = broker.follow_events().await?;
-    let stop = CancellationToken::new();
-    let connector = tokio::spawn(crate::run(config, stop.clone()));
+    *connector = Some(tokio::spawn(crate::run(config, connector_stop.clone())));
 
     println!(
         "simulator at {} (cid {}), connector under prefix {prefix}",
@@ -174,24 +226,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), ToolFailure> {
             }
         }
     }
-    stop.cancel();
-    let stopped = connector.await;
-    let cleanup = broker.delete_topology(&delays).await;
-    broker.close().await;
-    sim.shutdown().await;
-    let _ = std::fs::remove_dir_all(&state);
-    cleanup?;
-    match stopped {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => failures.push(format!("the connector failed: {e}")),
-        Err(e) => failures.push(format!("the connector task failed: {e}")),
-    }
-    if failures.is_empty() {
-        println!("demo complete: every command answered as expected; prefix {prefix} removed");
-        Ok(())
-    } else {
-        Err(ToolFailure::Outcome(failures.join("; ")))
-    }
+    Ok(failures)
 }
 
 /// The result event of a command (a sync's `user.synced` events are not its result).

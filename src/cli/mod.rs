@@ -47,6 +47,9 @@ pub enum ToolFailure {
     Usage(String),
     #[error("{0}")]
     Outcome(String),
+    /// SIGINT or SIGTERM: the tool stopped early, after removing what it had declared.
+    #[error("interrupted; everything it declared is removed")]
+    Interrupted,
 }
 
 async fn connect(args: &BrokerArgs, tool: &str) -> Result<ToolBroker, ToolFailure> {

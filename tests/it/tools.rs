@@ -329,3 +329,123 @@ async fn check_says_what_works_and_what_does_not() {
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("LASTPASS_API_URL"), "{stderr}");
 }
+
+/// The queues a bench under `prefix` declares (the connector's topology and the floor's).
+fn bench_queues(prefix: &str) -> Vec<String> {
+    use lastpass_connector::amqp::Names;
+    use lastpass_connector::command::CommandType;
+    let n = Names::new(prefix);
+    let mut q: Vec<String> = CommandType::ALL.iter().map(|t| n.queue(*t)).collect();
+    q.extend([n.dead_letter(), n.unrouted()]);
+    q.extend(lastpass_connector::amqp::floor_queues(prefix));
+    q
+}
+
+/// The consumers of a queue, or `None` if it does not exist. A passive declare of a missing
+/// queue closes its channel, so each look has a channel of its own.
+async fn consumers(conn: &lapin::Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.unwrap();
+    let found = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.consumer_count());
+    if found.is_some() {
+        let _ = ch.close(200, "looked".into()).await;
+    }
+    found
+}
+
+/// SIGINT in the middle of a run: the bench stops its connector, deletes every queue and
+/// exchange it declared, and exits 130. Before, it died leaving its topology and thousands of
+/// messages on the broker.
+#[tokio::test]
+async fn an_interrupted_benchmark_removes_everything_it_declared() {
+    let prefix = format!("bint{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // Stderr to a file, not a pipe: a connector left running would hold a pipe open for ever.
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_lastpass-connector"))
+        .args([
+            "bench",
+            "--n",
+            "3000",
+            "--concurrency",
+            "8",
+            "--latency-ms",
+            "100",
+            "--no-floor",
+            "--json",
+            "--prefix",
+            &prefix,
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AMQP_URL", amqp_url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("the binary runs");
+    let conn = crate::support::connect().await;
+    let suspend = lastpass_connector::amqp::Names::new(&prefix)
+        .queue(lastpass_connector::command::CommandType::Suspend);
+    // Running once its connector consumes; the 3,000 commands then take about a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while consumers(&conn, &suspend).await.unwrap_or(0) == 0 {
+        assert!(bench.try_wait().unwrap().is_none(), "the bench ended early");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench's connector did not start consuming within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("the bench did not exit within 60 s of SIGINT");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // Gone, and still gone a moment later: a connector left running would declare them again.
+    for wait in [0, 2] {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        for q in bench_queues(&prefix) {
+            assert_eq!(consumers(&conn, &q).await, None, "{q} is still there");
+        }
+    }
+    let ch = conn.create_channel().await.unwrap();
+    let events = lastpass_connector::amqp::Names::new(&prefix).events();
+    let exchange = ch
+        .exchange_declare(
+            events.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    assert!(exchange.is_err(), "{events} is still there");
+    let _ = conn.close(200, "checked".into()).await;
+}
