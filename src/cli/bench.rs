@@ -262,21 +262,19 @@ pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolF
 
     let dir = std::env::temp_dir().join(format!("lastpass-connector-bench-{run_id}"));
     let provhash = dir.join("provhash");
-    let broker = match std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(&provhash, sim.provhash()))
-        .map_err(|e| ToolFailure::Outcome(format!("{}: {e}", dir.display())))
-    {
-        Ok(()) => {
-            connect(
-                &BrokerArgs {
-                    prefix: prefix.clone(),
-                },
-                "bench",
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
+    let broker = async {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&provhash, sim.provhash()))
+            .map_err(|e| ToolFailure::Outcome(format!("{}: {e}", dir.display())))?;
+        connect(
+            &BrokerArgs {
+                prefix: prefix.clone(),
+            },
+            "bench",
+        )
+        .await
+    }
+    .await;
     let broker = match broker {
         Ok(b) => b,
         Err(e) => {
@@ -314,7 +312,7 @@ pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolF
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome?;
-    Ok(cleaned?)
+    cleaned.map_err(ToolFailure::from)
 }
 
 /// What one measurement works with.
