@@ -108,8 +108,7 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let stop = CancellationToken::new();
-            cancel_on_signal(stop.clone());
+            let stop = stop_on_signal();
             match lastpass_connector::run(config, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -148,22 +147,19 @@ async fn main() -> ExitCode {
         }
         Cmd::Publish(args) => tool(cli::publish(args).await),
         Cmd::Events(args) => {
-            let stop = CancellationToken::new();
-            cancel_on_signal(stop.clone());
+            let stop = stop_on_signal();
             tool(cli::events(args, stop).await)
         }
         Cmd::DeadLetter(args) => tool(cli::dead_letter(args).await),
         Cmd::Healthcheck(args) => tool(cli::healthcheck(args).await),
         #[cfg(feature = "simulator")]
         Cmd::Demo(args) => {
-            let stop = CancellationToken::new();
-            cancel_on_signal(stop.clone());
+            let stop = stop_on_signal();
             tool(cli::demo(args, stop).await)
         }
         #[cfg(feature = "simulator")]
         Cmd::Bench(args) => {
-            let stop = CancellationToken::new();
-            cancel_on_signal(stop.clone());
+            let stop = stop_on_signal();
             tool(cli::bench(args, stop).await)
         }
         #[cfg(feature = "simulator")]
@@ -185,6 +181,13 @@ fn is_simulator(c: &Cmd) -> bool {
 #[cfg(not(feature = "simulator"))]
 fn is_simulator(_: &Cmd) -> bool {
     false
+}
+
+/// A token cancelled by SIGINT or SIGTERM.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    cancel_on_signal(stop.clone());
+    stop
 }
 
 /// The last word before a non-zero exit: one JSON line like every other log line, unless

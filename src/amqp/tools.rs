@@ -377,12 +377,7 @@ impl ToolBroker {
             queues.push(n.retry(*d));
             exchanges.push(n.retry(*d));
         }
-        for q in queues {
-            self.ch
-                .queue_delete(q.into(), QueueDeleteOptions::default())
-                .await
-                .map_err(amqp("deleting a queue"))?;
-        }
+        self.delete_queues(&queues).await?;
         for x in exchanges {
             self.ch
                 .exchange_delete(x.into(), ExchangeDeleteOptions::default())

@@ -554,6 +554,7 @@ impl Run<'_> {
         reader.abort();
 
         let done = n - missing;
+        let machine = machine.per_1000(cpu, done);
         latencies.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let rate = done as f64 / elapsed;
         let floor_after = if measure_floor {
@@ -603,7 +604,7 @@ impl Run<'_> {
             "cpu_s_per_1000": cpu * 1000.0 / done.max(1) as f64, "peak_rss_kib": rss,
             "floor_per_s": floor, "fraction_of_floor": floor.map(|f| rate / f),
             "floor_before_per_s": floor_before, "floor_after_per_s": floor_after,
-            "machine_cpu_s_per_1000": machine.per_1000(cpu, done),
+            "machine_cpu_s_per_1000": machine,
         });
         if args.json {
             println!("{report}");
@@ -638,7 +639,7 @@ impl Run<'_> {
                 cpu * 1000.0 / done.max(1) as f64
             );
             println!("connector peak RSS  {} KiB", rss);
-            let m = machine.per_1000(cpu, done);
+            let m = &machine;
             println!(
                 "machine CPU         {} s per 1,000 commands: connector {}, broker {}, bench and simulator {}, rest {}; idle {}",
                 m["machine_busy"],
