@@ -341,28 +341,6 @@ fn bench_queues(prefix: &str) -> Vec<String> {
     q
 }
 
-/// The consumers of a queue, or `None` if it does not exist. A passive declare of a missing
-/// queue closes its channel, so each look has a channel of its own.
-async fn consumers(conn: &lapin::Connection, queue: &str) -> Option<u32> {
-    let ch = conn.create_channel().await.unwrap();
-    let found = ch
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .ok()
-        .map(|q| q.consumer_count());
-    if found.is_some() {
-        let _ = ch.close(200, "looked".into()).await;
-    }
-    found
-}
-
 /// SIGINT in the middle of a run: the bench stops its connector, deletes every queue and
 /// exchange it declared, and exits 130. Before, it died leaving its topology and thousands of
 /// messages on the broker.
@@ -399,7 +377,11 @@ async fn an_interrupted_benchmark_removes_everything_it_declared() {
         .queue(lastpass_connector::command::CommandType::Suspend);
     // Running once its connector consumes; the 3,000 commands then take about a minute.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while consumers(&conn, &suspend).await.unwrap_or(0) == 0 {
+    while crate::support::consumers(&conn, &suspend)
+        .await
+        .unwrap_or(0)
+        == 0
+    {
         assert!(bench.try_wait().unwrap().is_none(), "the bench ended early");
         assert!(
             std::time::Instant::now() < deadline,
@@ -430,7 +412,11 @@ async fn an_interrupted_benchmark_removes_everything_it_declared() {
     for wait in [0, 2] {
         tokio::time::sleep(Duration::from_secs(wait)).await;
         for q in bench_queues(&prefix) {
-            assert_eq!(consumers(&conn, &q).await, None, "{q} is still there");
+            assert_eq!(
+                crate::support::consumers(&conn, &q).await,
+                None,
+                "{q} is still there"
+            );
         }
     }
     let ch = conn.create_channel().await.unwrap();

@@ -439,6 +439,28 @@ pub struct Running {
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
+/// The consumers of a queue, or `None` if it does not exist. A passive declare of a missing
+/// queue closes its channel, so each look has a channel of its own.
+pub async fn consumers(conn: &lapin::Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.unwrap();
+    let found = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| q.consumer_count());
+    if found.is_some() {
+        let _ = ch.close(200, "looked".into()).await;
+    }
+    found
+}
+
 impl Running {
     /// Starts the connector and returns once it consumes (its checks at start are done by
     /// then, so a test's faults never meet them).
@@ -449,22 +471,9 @@ impl Running {
         let task = tokio::spawn(lastpass_connector::run(config, stop.clone()));
         let running = Running { stop, task };
         let conn = connect().await;
-        let ch = conn.create_channel().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let consumers = ch
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .map(|q| q.consumer_count())
-                .unwrap_or(0);
-            if consumers > 0 {
+            if consumers(&conn, &queue).await.unwrap_or(0) > 0 {
                 break;
             }
             assert!(
