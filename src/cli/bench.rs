@@ -327,6 +327,30 @@ struct Run<'a> {
     n: usize,
 }
 
+/// The commands sent and not yet answered, with when each was sent; for those answered, their
+/// publish-to-event latency and outcome, and when the first and the last answer arrived.
+struct Arrivals {
+    sent: HashMap<String, Instant>,
+    latencies: Vec<f64>,
+    outcomes: HashMap<String, usize>,
+    first: Option<Instant>,
+    last: Instant,
+}
+
+impl Arrivals {
+    /// A result event for `id` arrived at `at` (one for a command not sent, or already
+    /// answered, is not counted).
+    fn arrived(&mut self, id: &str, at: Instant, outcome: String) {
+        if let Some(t) = self.sent.remove(id) {
+            self.latencies
+                .push(at.duration_since(t).as_secs_f64() * 1000.0);
+            *self.outcomes.entry(outcome).or_default() += 1;
+            self.first.get_or_insert(at);
+            self.last = at;
+        }
+    }
+}
+
 /// Stops the connector the way an operator would (SIGTERM, which lets it finish what is in
 /// flight), and kills it if it is still there after 30 s.
 async fn stop_connector(mut child: std::process::Child) {
@@ -472,20 +496,22 @@ impl Run<'_> {
         };
 
         let started = Instant::now();
-        let mut sent: HashMap<String, Instant> = HashMap::with_capacity(args.n);
-        let mut latencies = Vec::with_capacity(args.n);
-        let mut outcomes: HashMap<String, usize> = HashMap::new();
-        let mut last = started;
-        let mut first: Option<Instant> = None;
+        let mut arrivals = Arrivals {
+            sent: HashMap::with_capacity(args.n),
+            latencies: Vec::with_capacity(args.n),
+            outcomes: HashMap::new(),
+            first: None,
+            last: started,
+        };
         if args.preload {
             for (_, _, id) in &commands {
-                sent.insert(id.clone(), started);
+                arrivals.sent.insert(id.clone(), started);
             }
         }
         for chunk in commands.chunks(500).filter(|_| !args.preload) {
             let now = Instant::now();
             for (_, _, id) in chunk {
-                sent.insert(id.clone(), now);
+                arrivals.sent.insert(id.clone(), now);
             }
             let batch: Vec<(String, Vec<u8>)> = chunk
                 .iter()
@@ -493,29 +519,24 @@ impl Run<'_> {
                 .collect();
             broker.publish_commands(&batch).await?;
             while let Ok((id, at, outcome)) = rx.try_recv() {
-                if let Some(t) = sent.remove(&id) {
-                    latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
-                    *outcomes.entry(outcome).or_default() += 1;
-                    first.get_or_insert(at);
-                    last = at;
-                }
+                arrivals.arrived(&id, at, outcome);
             }
         }
         let deadline = started + args.timeout;
-        while !sent.is_empty() && Instant::now() < deadline {
+        while !arrivals.sent.is_empty() && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(Some((id, at, outcome))) => {
-                    if let Some(t) = sent.remove(&id) {
-                        latencies.push(at.duration_since(t).as_secs_f64() * 1000.0);
-                        *outcomes.entry(outcome).or_default() += 1;
-                        first.get_or_insert(at);
-                        last = at;
-                    }
-                }
+                Ok(Some((id, at, outcome))) => arrivals.arrived(&id, at, outcome),
                 Ok(None) => break,
                 Err(_) => {}
             }
         }
+        let Arrivals {
+            sent,
+            mut latencies,
+            outcomes,
+            first,
+            last,
+        } = arrivals;
         // Preloaded, the connector's start is not its throughput: from its first result to its last,
         // as the floor times from its first delivery to its last ack.
         let from = if args.preload {
@@ -531,21 +552,24 @@ impl Run<'_> {
         let machine = MachineCpu::now(std::process::id()).since(&machine_before);
         let rss = peak_rss_kib(pid);
         let calls_after = sim.call_counts();
-        let calls = (calls_after.getuserdata
-            + calls_after.deluser
-            + calls_after.batchadd
-            + calls_after.enableuser)
-            - (calls_before.getuserdata
-                + calls_before.deluser
-                + calls_before.batchadd
-                + calls_before.enableuser);
         let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
-        let by_call = json!({
-            "getuserdata": calls_after.getuserdata - calls_before.getuserdata,
-            "deluser": calls_after.deluser - calls_before.deluser,
-            "batchadd": calls_after.batchadd - calls_before.batchadd,
-            "enableuser": calls_after.enableuser - calls_before.enableuser,
-        });
+        let by_call = [
+            (
+                "getuserdata",
+                calls_after.getuserdata - calls_before.getuserdata,
+            ),
+            ("deluser", calls_after.deluser - calls_before.deluser),
+            ("batchadd", calls_after.batchadd - calls_before.batchadd),
+            (
+                "enableuser",
+                calls_after.enableuser - calls_before.enableuser,
+            ),
+        ];
+        let calls: u64 = by_call.iter().map(|(_, n)| n).sum();
+        let by_call: serde_json::Map<String, Value> = by_call
+            .iter()
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect();
         let missing = sent.len();
 
         if let Some(c) = child_slot.take() {
