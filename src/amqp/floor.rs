@@ -20,8 +20,21 @@ fn amqp(what: &'static str) -> impl FnOnce(lapin::Error) -> ToolError {
 
 /// The floor's input and output queues under `prefix` (deleted by [`floor`] itself, and by a
 /// bench interrupted while the floor ran).
-pub fn queues(prefix: &str) -> [String; 2] {
+fn queues(prefix: &str) -> [String; 2] {
     [format!("{prefix}.floor.in"), format!("{prefix}.floor.out")]
+}
+
+/// The quorum queue a queued-first benchmark under `prefix` holds the connector's result events
+/// in, as the floor's output holds its messages.
+pub(crate) fn held_events_queue(prefix: &str) -> String {
+    format!("{prefix}.bench.events")
+}
+
+/// Every queue a benchmark under `prefix` declares besides the connector's topology: the
+/// floor's two and the held events'. The bench deletes them at its end, also when interrupted.
+pub fn bench_queues(prefix: &str) -> [String; 3] {
+    let [input, output] = queues(prefix);
+    [input, output, held_events_queue(prefix)]
 }
 
 /// Runs the bare loop over `n` messages of `body`; returns the time from the first delivery to

@@ -9,7 +9,8 @@ mod tools;
 mod topology;
 
 pub(crate) use consumer::{AmqpSettings, run};
-pub use floor::{floor, queues as floor_queues};
+pub(crate) use floor::held_events_queue;
+pub use floor::{bench_queues, floor};
 pub use tools::{ParkedMessage, ReceivedEvent, ToolBroker, ToolError};
 pub use topology::{Names, TopologyOptions, declare as declare_topology};
 

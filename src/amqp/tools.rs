@@ -1,13 +1,14 @@
 //! The broker side of the operator's tools (`publish`, `events`, `dead-letter`, `demo`): a
-//! confirmed publisher of commands, a live follower of `P.events` on a temporary queue, and the
-//! dead-letter queue read, re-driven and purged. lapin stays in this module.
+//! confirmed publisher of commands, a live follower of `P.events` on a temporary queue (and, for
+//! the benchmark, a durable queue that holds them to be counted), and the dead-letter queue read,
+//! re-driven and purged. lapin stays in this module.
 
 use super::headers;
 use super::topology::{self, Names, TopologyOptions};
 use crate::command::CommandType;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
@@ -229,35 +230,77 @@ impl ToolBroker {
             )
             .await
             .map_err(amqp("declaring a temporary queue"))?;
+        self.bind_events(&ch, q.name().as_str()).await?;
+        consume(ch, q.name().as_str()).await
+    }
+
+    /// Keeps every event of this prefix in the durable quorum queue `queue` (the kind the
+    /// benchmark's floor publishes into), to be counted with [`ToolBroker::held`] and read with
+    /// [`ToolBroker::read_held`]. Deleted by its caller; should that be killed first, the
+    /// broker drops it a minute after its last use.
+    pub async fn hold_events(&self, queue: &str) -> Result<(), ToolError> {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert("x-expires".into(), AMQPValue::LongUInt(60_000));
+        self.ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map_err(amqp("declaring a queue for the events"))?;
+        self.bind_events(&self.ch, queue).await
+    }
+
+    /// How many messages `queue` holds.
+    pub async fn held(&self, queue: &str) -> Result<u32, ToolError> {
+        self.ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .map_err(amqp("counting the events held"))
+    }
+
+    /// Takes the events held in `queue` (see [`ToolBroker::hold_events`]), as they come.
+    pub async fn read_held(
+        &self,
+        queue: &str,
+    ) -> Result<impl futures_util::Stream<Item = ReceivedEvent> + use<>, ToolError> {
+        let ch = self
+            .conn
+            .create_channel()
+            .await
+            .map_err(amqp("opening a channel"))?;
+        ch.basic_qos(1000, BasicQosOptions::default())
+            .await
+            .map_err(amqp("basic.qos"))?;
+        consume(ch, queue).await
+    }
+
+    async fn bind_events(&self, ch: &Channel, queue: &str) -> Result<(), ToolError> {
         ch.queue_bind(
-            q.name().clone(),
+            queue.into(),
             self.names.events().into(),
             "#".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
-        .map_err(amqp("binding the temporary queue to P.events"))?;
-        let consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                "lastpass-connector-events".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp("consuming"))?;
-        Ok(consumer.filter_map(move |d| {
-            let _keep_channel_open = &ch;
-            let out = d.ok().map(|d| ReceivedEvent {
-                routing_key: d.routing_key.to_string(),
-                body: d.data,
-            });
-            async move { out }
-        }))
+        .map_err(amqp("binding a queue to P.events"))
     }
 
     /// The next parked message on `ch`, not acked (it goes back when the channel closes unless
@@ -401,4 +444,31 @@ impl ToolBroker {
     pub async fn close(self) {
         let _ = self.conn.close(200, "done".into()).await;
     }
+}
+
+/// Every message of `queue`, acked as it is taken (no_ack), on `ch` (kept open by the stream).
+async fn consume(
+    ch: Channel,
+    queue: &str,
+) -> Result<impl futures_util::Stream<Item = ReceivedEvent> + use<>, ToolError> {
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            "lastpass-connector-events".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("consuming"))?;
+    Ok(consumer.filter_map(move |d| {
+        let _keep_channel_open = &ch;
+        let out = d.ok().map(|d| ReceivedEvent {
+            routing_key: d.routing_key.to_string(),
+            body: d.data,
+        });
+        async move { out }
+    }))
 }

@@ -3,7 +3,8 @@
 //! and measures until every result event has arrived: commands/s, publish-to-event latency
 //! (p50/p95/p99), LastPass calls per command, the connector's CPU seconds per 1,000 commands and
 //! peak RSS; then, in the same run, the floor (a bare lapin loop doing the AMQP part of the same
-//! work) and the connector as a fraction of it. Cleans up everything it declared.
+//! work) and the connector as a fraction of it. Cleans up everything it declared. The simulator
+//! runs on a thread of its own (LastPass is not on the connector's machine).
 
 use super::{BrokerArgs, ToolFailure, connect};
 use crate::amqp::TopologyOptions;
@@ -42,8 +43,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_floor: bool,
     /// Publish every command before the connector starts, and time from its first result event
-    /// to its last: the floor's own conditions (its input is queued before it starts, and
-    /// nothing publishes while it runs). No latencies are reported then.
+    /// to its last: the floor's own conditions (its input is queued before it starts, nothing
+    /// publishes while it runs, and its output lands in a quorum queue nobody reads meanwhile:
+    /// the events are counted there, and read after). No latencies are reported then.
     #[arg(long)]
     pub preload: bool,
     /// Give up when the results take longer than this.
@@ -204,6 +206,22 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+impl ResultFields<'_> {
+    /// The command (or sync) a result event answers, and its outcome; `None` for the sync's
+    /// per-account `user.synced` events.
+    fn of(e: &crate::amqp::ReceivedEvent) -> Option<(String, String)> {
+        if e.routing_key == "user.synced" {
+            return None;
+        }
+        let v: ResultFields = serde_json::from_slice(&e.body).unwrap_or_default();
+        let id = v.data.command_id.or(v.data.sync_id).unwrap_or_default();
+        Some((
+            id.into_owned(),
+            v.data.outcome.unwrap_or_default().into_owned(),
+        ))
+    }
+}
+
 /// One run of the floor over `args.n` messages: messages per second.
 async fn floor_rate(prefix: &str, args: &BenchArgs) -> Result<f64, ToolFailure> {
     let body = vec![b'x'; 700];
@@ -217,7 +235,7 @@ async fn floor_rate(prefix: &str, args: &BenchArgs) -> Result<f64, ToolFailure> 
 /// deleted (the floor's queues included), the simulator stopped and the state removed.
 pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolFailure> {
     let kinds = mix(&args.mix)?;
-    let sim = Simulator::start_local(SimulatorConfig {
+    let own = OwnThread::start(SimulatorConfig {
         users: args.sync.unwrap_or(0),
         faults: Faults {
             latency_ms: args.latency_ms,
@@ -226,8 +244,8 @@ pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolF
         },
         ..SimulatorConfig::default()
     })
-    .await
-    .map_err(|e| ToolFailure::Outcome(format!("simulator: {e}")))?;
+    .await?;
+    let sim = own.handle.clone();
     let run_id = &Uuid::new_v4().simple().to_string()[..8];
     let prefix = args
         .prefix
@@ -302,17 +320,78 @@ pub async fn bench(args: BenchArgs, stop: CancellationToken) -> Result<(), ToolF
         stop_connector(c).await;
     }
     let cleaned = match broker
-        .delete_queues(&crate::amqp::floor_queues(&prefix))
+        .delete_queues(&crate::amqp::bench_queues(&prefix))
         .await
     {
         Ok(()) => broker.delete_topology(&delays).await,
         Err(e) => Err(e),
     };
     broker.close().await;
-    sim.shutdown().await;
+    own.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome?;
     cleaned.map_err(ToolFailure::from)
+}
+
+/// The simulator on a thread of its own with a single-threaded runtime: it stands in for a
+/// LastPass that is not on the connector's machine, so it should take as little of it as it can;
+/// on the bench's own runtime, its answers woke the runtime's second worker thread again and
+/// again (a context switch each).
+struct OwnThread {
+    handle: SimulatorHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl OwnThread {
+    async fn start(config: SimulatorConfig) -> Result<OwnThread, ToolFailure> {
+        let (started, handle) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("simulator".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Simulator::start_local(config).await {
+                        Ok(sim) => {
+                            let _ = started.send(Ok(sim.clone()));
+                            let _ = stopped.await;
+                            sim.shutdown().await;
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| ToolFailure::Outcome(format!("simulator: {e}")))?;
+        let handle = match handle.await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return Err(ToolFailure::Outcome(format!("simulator: {e}"))),
+            Err(_) => return Err(ToolFailure::Outcome("simulator: its thread ended".into())),
+        };
+        Ok(OwnThread {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    /// Stops the simulator and waits for its thread.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 /// What one measurement works with.
@@ -400,7 +479,17 @@ impl Run<'_> {
                 retry_delays: delays.to_vec(),
             })
             .await?;
-        let events = broker.follow_events().await?;
+        // Queued first, the events are held in a queue and counted there while the connector
+        // works, and read only after: as the floor's output, which nobody reads. Published while
+        // running, each is read as it comes, for its latency.
+        let hold = args.preload && args.sync.is_none();
+        let held = crate::amqp::held_events_queue(prefix);
+        let events = if hold {
+            broker.hold_events(&held).await?;
+            None
+        } else {
+            Some(broker.follow_events().await?)
+        };
 
         if args.preload {
             for chunk in commands.chunks(500) {
@@ -442,26 +531,21 @@ impl Run<'_> {
 
         // Results arrive on a task of their own while the commands are published.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant, String)>();
-        let reader = tokio::spawn(async move {
-            let mut events = std::pin::pin!(events);
-            while let Some(e) = events.next().await {
-                if e.routing_key == "user.synced" {
-                    continue;
+        let reader = events.map(|events| {
+            tokio::spawn(async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(e) = events.next().await {
+                    // Only the fields the bench needs, borrowed: the reader is part of the
+                    // measuring machine, and a full `Value` per event costs it CPU the connector
+                    // then lacks.
+                    let Some((id, outcome)) = ResultFields::of(&e) else {
+                        continue;
+                    };
+                    if tx.send((id, Instant::now(), outcome)).is_err() {
+                        break;
+                    }
                 }
-                // Only the fields the bench needs, borrowed: the reader is part of the measuring
-                // machine, and a full `Value` per event costs it CPU the connector then lacks.
-                let v: ResultFields = serde_json::from_slice(&e.body).unwrap_or_default();
-                let id = v
-                    .data
-                    .command_id
-                    .or(v.data.sync_id)
-                    .unwrap_or_default()
-                    .to_string();
-                let outcome = v.data.outcome.unwrap_or_default().to_string();
-                if tx.send((id, Instant::now(), outcome)).is_err() {
-                    break;
-                }
-            }
+            })
         });
 
         if !args.preload {
@@ -523,11 +607,45 @@ impl Run<'_> {
             }
         }
         let deadline = started + args.timeout;
-        while !arrivals.sent.is_empty() && Instant::now() < deadline {
+        // Held: from the first event counted to the N-th, read every 5 ms.
+        let mut window = None;
+        if hold {
+            let mut first = None;
+            loop {
+                let count = broker.held(&held).await? as usize;
+                let now = Instant::now();
+                if count > 0 {
+                    first.get_or_insert(now);
+                }
+                if count >= n || now >= deadline {
+                    window = Some((first.unwrap_or(started), now));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        while !hold && !arrivals.sent.is_empty() && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Ok(Some((id, at, outcome))) => arrivals.arrived(&id, at, outcome),
                 Ok(None) => break,
                 Err(_) => {}
+            }
+        }
+        let cpu = cpu_seconds(pid) - cpu_before;
+        let machine = MachineCpu::now(std::process::id()).since(&machine_before);
+        if hold {
+            // Now, outside the window, which commands the held events answer, and how.
+            let events = broker.read_held(&held).await?;
+            let mut events = std::pin::pin!(events);
+            while !arrivals.sent.is_empty() {
+                match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+                    Ok(Some(e)) => {
+                        if let Some((id, outcome)) = ResultFields::of(&e) {
+                            arrivals.arrived(&id, Instant::now(), outcome);
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
             }
         }
         let Arrivals {
@@ -539,17 +657,15 @@ impl Run<'_> {
         } = arrivals;
         // Preloaded, the connector's start is not its throughput: from its first result to its last,
         // as the floor times from its first delivery to its last ack.
-        let from = if args.preload {
-            first.unwrap_or(started)
-        } else {
-            started
+        let (from, to) = match window {
+            Some(w) => w,
+            None if args.preload => (first.unwrap_or(started), last),
+            None => (started, last),
         };
-        let elapsed = last.duration_since(from).as_secs_f64().max(1e-9);
+        let elapsed = to.duration_since(from).as_secs_f64().max(1e-9);
         if args.preload {
             latencies.clear();
         }
-        let cpu = cpu_seconds(pid) - cpu_before;
-        let machine = MachineCpu::now(std::process::id()).since(&machine_before);
         let rss = peak_rss_kib(pid);
         let calls_after = sim.call_counts();
         let rate_limited = calls_after.rate_limited - calls_before.rate_limited;
@@ -575,7 +691,9 @@ impl Run<'_> {
         if let Some(c) = child_slot.take() {
             stop_connector(c).await;
         }
-        reader.abort();
+        if let Some(r) = reader {
+            r.abort();
+        }
 
         let done = n - missing;
         let machine = machine.per_1000(cpu, done);

@@ -260,6 +260,54 @@ async fn the_benchmark_runs_on_a_tiny_n() {
     );
 }
 
+/// Queued first, the bench counts the result events in a quorum queue of its own (as the floor
+/// counts its output) and reads them only after the timed window: every command is still
+/// accounted for by its own event, and the queue is gone afterwards.
+#[tokio::test]
+async fn a_queued_first_benchmark_reads_every_event_it_held() {
+    let prefix = format!("bpre{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let args = [
+        "bench",
+        "--n",
+        "30",
+        "--concurrency",
+        "8",
+        "--preload",
+        "--no-floor",
+        "--json",
+        "--prefix",
+        &prefix,
+    ]
+    .map(String::from);
+    let out =
+        tokio::task::spawn_blocking(move || tool("unused", &args.each_ref().map(String::as_str)))
+            .await
+            .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON report");
+    assert_eq!(v["preload"], true);
+    assert_eq!(
+        (v["completed"].as_u64(), v["missing"].as_u64()),
+        (Some(30), Some(0))
+    );
+    assert_eq!(v["outcomes"], serde_json::json!({"applied": 30}), "{v}");
+    assert!(v["commands_per_s"].as_f64().unwrap() > 0.0);
+    let conn = crate::support::connect().await;
+    for q in bench_queues(&prefix) {
+        assert_eq!(
+            crate::support::consumers(&conn, &q).await,
+            None,
+            "{q} is still there"
+        );
+    }
+    let _ = conn.close(200, "checked".into()).await;
+}
+
 async fn check_or_run(sim: &TestSim, verb: &'static str, api_url: &str, provhash: &str) -> Output {
     let (cid, api_url, provhash) = (sim.cid(), api_url.to_string(), provhash.to_string());
     tokio::task::spawn_blocking(move || {
@@ -330,14 +378,15 @@ async fn check_says_what_works_and_what_does_not() {
     assert!(stderr.contains("LASTPASS_API_URL"), "{stderr}");
 }
 
-/// The queues a bench under `prefix` declares (the connector's topology and the floor's).
+/// The queues a bench under `prefix` declares (the connector's topology, the floor's, and the
+/// held events').
 fn bench_queues(prefix: &str) -> Vec<String> {
     use lastpass_connector::amqp::Names;
     use lastpass_connector::command::CommandType;
     let n = Names::new(prefix);
     let mut q: Vec<String> = CommandType::ALL.iter().map(|t| n.queue(*t)).collect();
     q.extend([n.dead_letter(), n.unrouted()]);
-    q.extend(lastpass_connector::amqp::floor_queues(prefix));
+    q.extend(lastpass_connector::amqp::bench_queues(prefix));
     q
 }
 
@@ -360,6 +409,8 @@ async fn an_interrupted_benchmark_removes_everything_it_declared() {
             "--latency-ms",
             "100",
             "--no-floor",
+            // Queued first: its held events' queue is there too when it is interrupted.
+            "--preload",
             "--json",
             "--prefix",
             &prefix,
