@@ -8,7 +8,7 @@ use super::topology::{self, Names, TopologyOptions};
 use crate::command::CommandType;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
     ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
@@ -213,11 +213,7 @@ impl ToolBroker {
     pub async fn follow_events(
         &self,
     ) -> Result<impl futures_util::Stream<Item = ReceivedEvent> + use<>, ToolError> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(amqp("opening a channel"))?;
+        let ch = self.channel().await?;
         let q = ch
             .queue_declare(
                 "".into(),
@@ -275,20 +271,19 @@ impl ToolBroker {
             .map_err(amqp("counting the events held"))
     }
 
+    async fn channel(&self) -> Result<Channel, ToolError> {
+        self.conn
+            .create_channel()
+            .await
+            .map_err(amqp("opening a channel"))
+    }
+
     /// Takes the events held in `queue` (see [`ToolBroker::hold_events`]), as they come.
     pub async fn read_held(
         &self,
         queue: &str,
     ) -> Result<impl futures_util::Stream<Item = ReceivedEvent> + use<>, ToolError> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(amqp("opening a channel"))?;
-        ch.basic_qos(1000, BasicQosOptions::default())
-            .await
-            .map_err(amqp("basic.qos"))?;
-        consume(ch, queue).await
+        consume(self.channel().await?, queue).await
     }
 
     async fn bind_events(&self, ch: &Channel, queue: &str) -> Result<(), ToolError> {
@@ -328,11 +323,7 @@ impl ToolBroker {
     /// Reads up to `limit` parked messages without removing them (they go back when the
     /// channel closes).
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<ParkedMessage>, ToolError> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(amqp("opening a channel"))?;
+        let ch = self.channel().await?;
         let mut out = Vec::new();
         while out.len() < limit {
             let Some((parked, _)) = self.next_parked(&ch).await? else {
@@ -353,11 +344,7 @@ impl ToolBroker {
         select: impl Fn(&ParkedMessage) -> bool,
         dry_run: bool,
     ) -> Result<Vec<ParkedMessage>, ToolError> {
-        let ch = self
-            .conn
-            .create_channel()
-            .await
-            .map_err(amqp("opening a channel"))?;
+        let ch = self.channel().await?;
         let mut redriven = Vec::new();
         while let Some((parked, delivery)) = self.next_parked(&ch).await? {
             if !select(&parked) {
