@@ -346,33 +346,36 @@ async fn a_queue_declared_without_single_active_consumer_is_named_as_the_cause()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("connector.log");
-    let mut child = broker
-        .connector_process(&sim, &dir.path().join("state"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        // lapin's own log line of the channel close names the argument too, and comes first:
-        // wait for the connector's explanation, or for the process to end.
-        let exited = child.try_wait().ok().flatten().is_some();
-        if text.contains("Upgrading queues to single active consumer") || Instant::now() > deadline
-        {
-            break text;
+    /// Killed when the test ends, also when it fails.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        if exited {
-            break std::fs::read_to_string(&log).unwrap_or_default();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    }
+    let _child = Killed(
+        broker
+            .connector_process(&sim, &dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // lapin's own line about the closed channel names the argument first: wait for the
+    // connector's explanation.
+    wait_for_log(
+        &log,
+        "Upgrading queues to single active consumer",
+        Duration::from_secs(20),
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("Upgrading queues to single active consumer")
-            && text.contains("x-single-active-consumer"),
-        "the cause and the way out are named:\n{text}"
+        text.lines()
+            .any(|l| l.contains("Upgrading queues to single active consumer")
+                && l.contains("x-single-active-consumer")),
+        "the cause and the way out are named in one line:\n{text}"
     );
 }
 
