@@ -61,6 +61,13 @@ impl Replica {
     }
 }
 
+/// A replica is killed when its test ends, also when the test fails, so none outlives it.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 async fn wait_for_log(log: &Path, needle: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -346,31 +353,22 @@ async fn a_queue_declared_without_single_active_consumer_is_named_as_the_cause()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("connector.log");
-    /// Killed when the test ends, also when it fails.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Killed(
-        broker
-            .connector_process(&sim, &dir.path().join("state"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let child = broker
+        .connector_process(&sim, &dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let replica = Replica { child, log };
     // lapin's own line about the closed channel names the argument first: wait for the
     // connector's explanation.
-    wait_for_log(
-        &log,
-        "Upgrading queues to single active consumer",
-        Duration::from_secs(20),
-    )
-    .await;
-    let text = std::fs::read_to_string(&log).unwrap();
+    replica
+        .wait_for(
+            "Upgrading queues to single active consumer",
+            Duration::from_secs(20),
+        )
+        .await;
+    let text = replica.log();
     assert!(
         text.lines()
             .any(|l| l.contains("Upgrading queues to single active consumer")
@@ -467,7 +465,7 @@ async fn an_unreachable_database_makes_the_replica_not_ready_and_loses_no_comman
     assert_ne!(url, db.url());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("connector.log");
-    let mut child = broker
+    let child = broker
         .connector_process(&sim, &dir.path().join("state"))
         .env("CONNECTOR_STATE_URL", &url)
         .env("CONNECTOR_HTTP_ADDR", format!("127.0.0.1:{health_port}"))
@@ -475,6 +473,10 @@ async fn an_unreachable_database_makes_the_replica_not_ready_and_loses_no_comman
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let _replica = Replica {
+        child,
+        log: log.clone(),
+    };
     let mut tap = broker.tap().await;
 
     // Down from the start: not ready, retrying, consuming nothing.
@@ -511,8 +513,6 @@ async fn an_unreachable_database_makes_the_replica_not_ready_and_loses_no_comman
     assert_eq!(sim.mutations("batchadd"), 2, "one batchadd per command");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the state store answers again"), "{text}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Two replicas without CONNECTOR_STATE_URL: the second one says it cannot share completions.
