@@ -11,7 +11,7 @@
 //!   resolved per user, exactly as a batch of one is.
 //! - **look before / look after**: one `getuserdata` page of the whole tenant, when the whole
 //!   tenant fits on one page (LastPass says so in `total`); otherwise one look-up by username per
-//!   member, as without batching. A page only answers "absent" when it is complete. After the
+//!   member, as without batching, and then without waiting for the others at all. A page only answers "absent" when it is complete. After the
 //!   `batchadd`, a member the page does not show is still looked up by username (an invitation
 //!   may be listed only there), so a batch never reports `not_created` on the page's word alone.
 //!
@@ -336,8 +336,9 @@ impl<L: LastPass> Ticket<L> {
         } else {
             LOOK_AFTER
         };
-        if stage == LOOK_BEFORE && inner.tenant_too_big() {
-            // A page would not answer for everyone: look this one up on its own, now.
+        if inner.tenant_too_big() {
+            // A page would not answer for everyone: look this one up on its own, now (a
+            // batched look would make one look-up per member anyway, after waiting for them).
             {
                 let mut st = inner.state();
                 st.pass(self.id, stage);
@@ -717,6 +718,24 @@ mod tests {
         // not asked for again.
         assert_eq!(count(&calls, "getuserdata page"), 1, "{calls:?}");
         assert_eq!(count(&calls, "getuserdata u"), 10, "{calls:?}");
+    }
+
+    #[tokio::test]
+    async fn in_a_tenant_known_too_big_a_look_after_does_not_wait_for_company() {
+        let lp = Arc::new(FakeLastPass::new());
+        let b = Batcher::new(lp.clone(), settings(50, 5_000));
+        b.inner.state().tenant_too_big = Some(Instant::now());
+        // Another provision sits between its `batchadd` and its look after: a batched look
+        // after would wait for it, up to the 5 s window, only to look each member up alone.
+        let other = b.ticket();
+        b.inner.state().pass(other.id, CREATE);
+        let found = tokio::time::timeout(Duration::from_secs(1), provision(&b, new_user(1)))
+            .await
+            .expect("the look after went at once");
+        assert!(found.is_some());
+        let calls = lp.calls();
+        assert_eq!(count(&calls, "getuserdata page"), 0, "{calls:?}");
+        assert_eq!(count(&calls, "getuserdata u"), 2, "{calls:?}");
     }
 
     #[tokio::test]
