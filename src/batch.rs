@@ -11,9 +11,11 @@
 //!   resolved per user, exactly as a batch of one is.
 //! - **look before / look after**: one `getuserdata` page of the whole tenant, when the whole
 //!   tenant fits on one page (LastPass says so in `total`); otherwise one look-up by username per
-//!   member, as without batching, and then without waiting for the others at all. A page only answers "absent" when it is complete. After the
-//!   `batchadd`, a member the page does not show is still looked up by username (an invitation
-//!   may be listed only there), so a batch never reports `not_created` on the page's word alone.
+//!   member, as without batching (and once a page has shown the tenant too big, each provision
+//!   looks itself up at once, without waiting for a batch). A page only answers "absent" when
+//!   it is complete. After the `batchadd`, a member the page does not show is still looked up by
+//!   username (an invitation may be listed only there), so a batch never reports `not_created`
+//!   on the page's word alone.
 //!
 //! Nothing about a command's guarantees changes: every member records its own intent before it
 //! joins a `batchadd` (the processor does that, as for a batch of one), keeps its own claim,
