@@ -161,12 +161,16 @@ impl<L: LastPass> Processor<L> {
             c = self.ledger.claim(id) => c,
             _ = self.stop.cancelled() => return Disposition::Abandon,
         };
-        let _claim = match claim {
+        let (_claim, record) = match claim {
             Ok(c) => c,
-            Err(e) => return self.store_failed("cannot claim the command", &e).await,
+            Err(e) => {
+                return self
+                    .store_failed("cannot claim the command and read its record", &e)
+                    .await;
+            }
         };
-        match self.ledger.completed(id).await {
-            Ok(Some(done)) if done.fingerprint.as_ref().is_some_and(|f| *f != fingerprint) => {
+        match record.completion {
+            Some(done) if done.fingerprint.as_ref().is_some_and(|f| *f != fingerprint) => {
                 warn!(
                     code = "command_id_conflict",
                     "a different command reuses a completed command_id; rejecting and parking it"
@@ -176,7 +180,7 @@ impl<L: LastPass> Processor<L> {
                     self.events.rejected(&Rejection::conflict(&command), &body),
                 );
             }
-            Ok(Some(done)) => {
+            Some(done) => {
                 self.count(command.command_type().as_str(), "duplicate");
                 info!(
                     outcome = "repeat",
@@ -184,17 +188,12 @@ impl<L: LastPass> Processor<L> {
                 );
                 return disposition_for(done.event);
             }
-            Ok(None) => {}
-            Err(e) => return self.store_failed("cannot read the ledger", &e).await,
+            None => {}
         }
         if command.action == Action::Sync {
             return self.process_sync(command, sink).await;
         }
-        let (intent, retry) =
-            match tokio::try_join!(self.ledger.intent(id), self.ledger.retry_state(id)) {
-                Ok(r) => r,
-                Err(e) => return self.store_failed("cannot read the ledger", &e).await,
-            };
+        let (intent, retry) = (record.intent, record.retry);
         if let Some(intent) = intent
             && intent.by_another_process
             && intent.age < self.in_flight_window

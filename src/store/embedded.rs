@@ -11,7 +11,8 @@
 //! never wait for the writer or its fsync (redb holds no lock across the flush).
 
 use super::{
-    Claim, CommandLedger, Completion, Intent, RetryState, SnapshotEntry, SnapshotStore, StoreError,
+    Claim, CommandLedger, Completion, Intent, Record, RetryState, SnapshotEntry, SnapshotStore,
+    StoreError,
 };
 use crate::event::Event;
 use futures_util::future::BoxFuture;
@@ -317,35 +318,52 @@ pub(crate) fn open(
     ))
 }
 
-impl CommandLedger for EmbeddedLedger {
-    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
-        Box::pin(async move {
-            self.db.read(|tx| {
-                let t = tx.open_table(COMPLETED)?;
-                match t.get(id.to_string().as_str())? {
-                    Some(v) => {
-                        let c: Completed = serde_json::from_slice(v.value())?;
-                        Ok(Some(Completion {
-                            event: c.event,
-                            fingerprint: c.fingerprint,
-                        }))
-                    }
-                    None => Ok(None),
+impl EmbeddedLedger {
+    /// What the ledger holds for the command, in one short read transaction.
+    fn record(&self, id: Uuid) -> Result<Record, StoreError> {
+        let mine = self
+            .mine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id);
+        let key = id.to_string();
+        self.db.read(|tx| {
+            let completion = match tx.open_table(COMPLETED)?.get(key.as_str())? {
+                Some(v) => {
+                    let c: Completed = serde_json::from_slice(v.value())?;
+                    Some(Completion {
+                        event: c.event,
+                        fingerprint: c.fingerprint,
+                    })
                 }
+                None => None,
+            };
+            let intent = tx.open_table(INTENTS)?.get(key.as_str())?.map(|at| Intent {
+                age: Duration::from_secs(now().saturating_sub(at.value()).max(0) as u64),
+                by_another_process: !mine,
+            });
+            let retry = match tx.open_table(RETRIES)?.get(key.as_str())? {
+                Some(v) => serde_json::from_slice::<Retry>(v.value())?.state,
+                None => RetryState::default(),
+            };
+            Ok(Record {
+                completion,
+                intent,
+                retry,
             })
         })
     }
+}
 
-    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>> {
-        Box::pin(async move {
-            self.db.read(|tx| {
-                let t = tx.open_table(RETRIES)?;
-                match t.get(id.to_string().as_str())? {
-                    Some(v) => Ok(serde_json::from_slice::<Retry>(v.value())?.state),
-                    None => Ok(RetryState::default()),
-                }
-            })
-        })
+impl CommandLedger for EmbeddedLedger {
+    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<(Claim, Record), StoreError>> {
+        // The file is locked by this process alone; same-email commands are sequenced in memory.
+        Box::pin(async move { Ok((Claim::local(), self.record(id)?)) })
+    }
+
+    #[cfg(test)]
+    fn look_up(&self, id: Uuid) -> BoxFuture<'_, Result<Record, StoreError>> {
+        Box::pin(async move { self.record(id) })
     }
 
     fn set_retry_state(
@@ -391,28 +409,6 @@ impl CommandLedger for EmbeddedLedger {
                 .insert(id);
             Ok(())
         })
-    }
-
-    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>> {
-        Box::pin(async move {
-            let mine = self
-                .mine
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id);
-            self.db.read(|tx| {
-                let t = tx.open_table(INTENTS)?;
-                Ok(t.get(id.to_string().as_str())?.map(|at| Intent {
-                    age: Duration::from_secs(now().saturating_sub(at.value()).max(0) as u64),
-                    by_another_process: !mine,
-                }))
-            })
-        })
-    }
-
-    fn claim(&self, _id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>> {
-        // The file is locked by this process alone; same-email commands are sequenced in memory.
-        Box::pin(async { Ok(Claim::local()) })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -111,18 +111,40 @@ pub(crate) struct RetryState {
     pub attempts: u32,
 }
 
+/// What the ledger holds for one command, read together in one go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Record {
+    /// Its completion, if it completed (and was not pruned).
+    pub completion: Option<Completion>,
+    /// The intent an earlier attempt recorded, if any.
+    pub intent: Option<Intent>,
+    /// Its retry state (zero when it has none).
+    pub retry: RetryState,
+}
+
 /// Completed commands with their events, and intents. A command id found here as completed is
 /// never applied again: its stored event is repeated verbatim.
 pub(crate) trait CommandLedger: Send + Sync + 'static {
+    /// Claims the command id for this process, then reads what the ledger holds for it. Waits
+    /// while another process holds the claim: one holder at a time per command id (and prefix),
+    /// across every replica of the store. The record is read once the claim is held, so it
+    /// shows everything an earlier holder wrote.
+    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<(Claim, Record), StoreError>>;
+    /// What the ledger holds for the command, read without claiming it.
+    #[cfg(test)]
+    fn look_up(&self, id: Uuid) -> BoxFuture<'_, Result<Record, StoreError>>;
     /// A completed command's record, if it completed (and was not pruned).
-    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>>;
-    /// Claims the command id for this process: waits while another process holds it. Only
-    /// one holder at a time per command id (and prefix), across every replica of the store.
-    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>>;
+    #[cfg(test)]
+    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
+        Box::pin(async move { Ok(self.look_up(id).await?.completion) })
+    }
     /// Records, durably, that a mutating call for this command is about to be made.
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The intent an earlier attempt of this command recorded, if any.
-    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>>;
+    #[cfg(test)]
+    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>> {
+        Box::pin(async move { Ok(self.look_up(id).await?.intent) })
+    }
     /// Records a command as completed with its event and fingerprint, durably, and clears its
     /// intent and retry state. If the command is already recorded as completed, the record is
     /// kept. Returns the event on record, the one to publish.
@@ -135,7 +157,10 @@ pub(crate) trait CommandLedger: Send + Sync + 'static {
     /// Whether the store answers (for readiness, and to wait out an outage).
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The command's retry state (zero when it has none).
-    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>>;
+    #[cfg(test)]
+    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>> {
+        Box::pin(async move { Ok(self.look_up(id).await?.retry) })
+    }
     /// Records the command's retry state durably; `None` forgets it (a fresh start).
     fn set_retry_state(
         &self,

@@ -17,7 +17,8 @@
 //!   fails every write of its batch (the caller gives its delivery back, as for any store error).
 
 use super::{
-    Claim, CommandLedger, Completion, Intent, RetryState, SnapshotEntry, SnapshotStore, StoreError,
+    Claim, CommandLedger, Completion, Intent, Record, RetryState, SnapshotEntry, SnapshotStore,
+    StoreError,
 };
 use crate::event::Event;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::types::ToSql;
 use tracing::info;
 use uuid::Uuid;
 
@@ -97,6 +99,49 @@ const MIGRATION_LOCK: i64 = 0x6c70_635f_6d69_6772;
 
 /// How often a claim held by another replica is tried again.
 const CLAIM_POLL: Duration = Duration::from_millis(200);
+
+/// Takes a command's claim (`$1` its lock key) without waiting.
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock($1)";
+
+/// What the ledger holds for one command (`$1` the prefix, `$2` the command id, `$3` this
+/// process as intents record it), in one statement that always answers one row.
+const LOOK_UP: &str = "SELECT c.event, c.fingerprint, i.owner <> $3, \
+     extract(epoch FROM now() - i.at)::float8, r.round, r.attempts \
+     FROM (VALUES (1)) AS one (x) \
+     LEFT JOIN lpc_completed c ON c.prefix = $1 AND c.command_id = $2 \
+     LEFT JOIN lpc_intents i ON i.prefix = $1 AND i.command_id = $2 \
+     LEFT JOIN lpc_retries r ON r.prefix = $1 AND r.command_id = $2";
+
+/// Decodes a [`LOOK_UP`] row.
+fn record_from(row: &tokio_postgres::Row) -> Result<Record, StoreError> {
+    let completion = match row.get::<_, Option<&str>>(0) {
+        Some(event) => Some(Completion {
+            event: serde_json::from_str(event)?,
+            fingerprint: row.get(1),
+        }),
+        None => None,
+    };
+    // `owner` is never NULL in its table: NULL here means there is no intent.
+    let intent = row
+        .get::<_, Option<bool>>(2)
+        .map(|by_another_process| Intent {
+            by_another_process,
+            age: Duration::try_from_secs_f64(row.get::<_, Option<f64>>(3).unwrap_or(0.0).max(0.0))
+                .unwrap_or(Duration::MAX),
+        });
+    let retry = match (row.get::<_, Option<i32>>(4), row.get::<_, Option<i32>>(5)) {
+        (Some(round), Some(attempts)) => RetryState {
+            round: round.max(0) as u32,
+            attempts: attempts.max(0) as u32,
+        },
+        _ => RetryState::default(),
+    };
+    Ok(Record {
+        completion,
+        intent,
+        retry,
+    })
+}
 
 /// Checks that `url` is a PostgreSQL URL the driver accepts, before anything connects. The
 /// reason never repeats the URL (it may hold a password).
@@ -269,25 +314,31 @@ async fn write_batch(
     let mut c = pool.get().await.map_err(StoreError::DatabasePool)?;
     let tx = c.transaction().await.map_err(db("begin"))?;
     if !intents.is_empty() {
-        tx.execute(
-            "INSERT INTO lpc_intents (prefix, command_id, at, owner) \
-             SELECT $1::text, id, now(), $3::text FROM unnest($2::uuid[]) AS t(id) \
-             ON CONFLICT (prefix, command_id) DO UPDATE SET at = now(), owner = excluded.owner",
-            &[prefix, &intents, owner],
-        )
-        .await
-        .map_err(db("recording intents"))?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO lpc_intents (prefix, command_id, at, owner) \
+                 SELECT $1::text, id, now(), $3::text FROM unnest($2::uuid[]) AS t(id) \
+                 ON CONFLICT (prefix, command_id) DO UPDATE SET at = now(), owner = excluded.owner",
+            )
+            .await
+            .map_err(db("recording intents"))?;
+        tx.execute(&st, &[prefix, &intents, owner])
+            .await
+            .map_err(db("recording intents"))?;
     }
     let mut earlier = std::collections::HashMap::new();
     if !ids.is_empty() {
-        let inserted: std::collections::HashSet<Uuid> = tx
-            .query(
+        let st = tx
+            .prepare_cached(
                 "INSERT INTO lpc_completed (prefix, command_id, at, fingerprint, event) \
                  SELECT $1::text, c.id, now(), c.f, c.e \
                  FROM unnest($2::uuid[], $3::text[], $4::text[]) AS c(id, f, e) \
                  ON CONFLICT (prefix, command_id) DO NOTHING RETURNING command_id",
-                &[prefix, &ids, &fingerprints, &events],
             )
+            .await
+            .map_err(db("recording completions"))?;
+        let inserted: std::collections::HashSet<Uuid> = tx
+            .query(&st, &[prefix, &ids, &fingerprints, &events])
             .await
             .map_err(db("recording completions"))?
             .iter()
@@ -315,7 +366,11 @@ async fn write_batch(
             "DELETE FROM lpc_intents WHERE prefix = $1 AND command_id = ANY($2)",
             "DELETE FROM lpc_retries WHERE prefix = $1 AND command_id = ANY($2)",
         ] {
-            tx.execute(sql, &[prefix, &ids])
+            let st = tx
+                .prepare_cached(sql)
+                .await
+                .map_err(db("clearing intents"))?;
+            tx.execute(&st, &[prefix, &ids])
                 .await
                 .map_err(db("clearing intents"))?;
         }
@@ -349,12 +404,8 @@ pub(crate) async fn open(settings: &PgSettings) -> Result<(PgLedger, PgSnapshot)
         settings.concurrency.clamp(1, 8) + 2,
         RecyclingMethod::Fast,
     )?;
-    // Should a claim's unlock have been lost, the next user of the connection starts clean.
-    let claims = build_pool(
-        config,
-        settings.concurrency + 1,
-        RecyclingMethod::Custom("SELECT pg_advisory_unlock_all()".into()),
-    )?;
+    // A claim's connection goes back to the pool only once it is unlocked (see `PgClaim`).
+    let claims = build_pool(config, settings.concurrency + 1, RecyclingMethod::Fast)?;
     migrate(&pool).await?;
     let owner = format!(
         "{} pid {} {}",
@@ -449,32 +500,44 @@ fn lock_key(prefix: &str, id: Uuid) -> i64 {
     i64::from_be_bytes(b)
 }
 
-/// A held claim: the connection holding the advisory lock. Dropping it unlocks (or, failing
-/// that, closes the connection, which unlocks too).
-struct PgClaim {
-    client: Option<Object>,
-    key: i64,
-}
+/// A claim's connection, from before its lock is asked for until it is released. Dropping it
+/// unlocks everything the connection holds and only then gives the connection back to the pool;
+/// should that fail or never finish (the runtime stopping), the connection is closed instead,
+/// which unlocks too. So a connection in the pool never holds a lock, even when the claiming
+/// future was dropped halfway.
+struct PgClaim(Option<Object>);
 
 impl Drop for PgClaim {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
+        let Some(client) = self.0.take() else {
             return;
         };
-        let key = self.key;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
-                    if client
-                        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-                        .await
-                        .is_err()
-                    {
-                        drop(Object::take(client));
+                    let mut closing = Closing(Some(client));
+                    let unlocked = match &closing.0 {
+                        Some(c) => c.batch_execute("SELECT pg_advisory_unlock_all()").await,
+                        None => return,
+                    };
+                    if unlocked.is_ok() {
+                        // Clean: back to the pool.
+                        drop(closing.0.take());
                     }
                 });
             }
             Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+/// Closes the connection it holds when dropped (taking it out of the pool).
+struct Closing(Option<Object>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
         }
     }
 }
@@ -492,48 +555,40 @@ impl PgLedger {
 }
 
 impl CommandLedger for PgLedger {
-    fn completed(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Completion>, StoreError>> {
-        Box::pin(async move {
-            let c = self.s.client().await?;
-            let row = c
-                .query_opt(
-                    "SELECT event, fingerprint FROM lpc_completed \
-                     WHERE prefix = $1 AND command_id = $2",
-                    &[&self.s.prefix, &id],
-                )
-                .await
-                .map_err(db("reading a completion"))?;
-            match row {
-                Some(row) => Ok(Some(Completion {
-                    event: serde_json::from_str(row.get::<_, &str>(0))?,
-                    fingerprint: row.get(1),
-                })),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<Claim, StoreError>> {
+    fn claim(&self, id: Uuid) -> BoxFuture<'_, Result<(Claim, Record), StoreError>> {
         Box::pin(async move {
             let key = lock_key(&self.s.prefix, id);
-            let client = self
-                .s
-                .claims
-                .get()
+            let claim = PgClaim(Some(
+                self.s
+                    .claims
+                    .get()
+                    .await
+                    .map_err(StoreError::DatabasePool)?,
+            ));
+            let c = claim.0.as_ref().expect("set above");
+            let lock = c
+                .prepare_cached(TRY_LOCK)
                 .await
-                .map_err(StoreError::DatabasePool)?;
+                .map_err(db("claiming a command"))?;
+            let look = c
+                .prepare_cached(LOOK_UP)
+                .await
+                .map_err(db("reading the ledger"))?;
             let mut waiting = false;
             loop {
-                let got: bool = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                    .await
-                    .map_err(db("claiming a command"))?
-                    .get(0);
+                // Pipelined on one connection (one round trip). PostgreSQL runs them in order,
+                // and the look-up, a statement of its own with its own snapshot, sees all that
+                // was committed before the lock was taken: everything an earlier holder wrote.
+                let lock_params: [&(dyn ToSql + Sync); 1] = [&key];
+                let look_params: [&(dyn ToSql + Sync); 3] = [&self.s.prefix, &id, &self.s.owner];
+                let (got, row) = tokio::join!(
+                    c.query_one(&lock, &lock_params),
+                    c.query_one(&look, &look_params)
+                );
+                let got: bool = got.map_err(db("claiming a command"))?.get(0);
                 if got {
-                    return Ok(Claim(Some(Box::new(PgClaim {
-                        client: Some(client),
-                        key,
-                    }))));
+                    let record = record_from(&row.map_err(db("reading the ledger"))?)?;
+                    return Ok((Claim(Some(Box::new(claim))), record));
                 }
                 if !waiting {
                     waiting = true;
@@ -544,29 +599,26 @@ impl CommandLedger for PgLedger {
         })
     }
 
+    #[cfg(test)]
+    fn look_up(&self, id: Uuid) -> BoxFuture<'_, Result<Record, StoreError>> {
+        Box::pin(async move {
+            let c = self.s.client().await?;
+            let look = c
+                .prepare_cached(LOOK_UP)
+                .await
+                .map_err(db("reading the ledger"))?;
+            let row = c
+                .query_one(&look, &[&self.s.prefix, &id, &self.s.owner])
+                .await
+                .map_err(db("reading the ledger"))?;
+            record_from(&row)
+        })
+    }
+
     fn record_intent(&self, id: Uuid) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.s.write(PgWrite::Intent(id)).await?;
             Ok(())
-        })
-    }
-
-    fn intent(&self, id: Uuid) -> BoxFuture<'_, Result<Option<Intent>, StoreError>> {
-        Box::pin(async move {
-            let c = self.s.client().await?;
-            let row = c
-                .query_opt(
-                    "SELECT owner <> $3, extract(epoch FROM now() - at)::float8 \
-                     FROM lpc_intents WHERE prefix = $1 AND command_id = $2",
-                    &[&self.s.prefix, &id, &self.s.owner],
-                )
-                .await
-                .map_err(db("reading an intent"))?;
-            Ok(row.map(|row| Intent {
-                by_another_process: row.get(0),
-                age: Duration::try_from_secs_f64(row.get::<_, f64>(1).max(0.0))
-                    .unwrap_or(Duration::MAX),
-            }))
         })
     }
 
@@ -600,23 +652,6 @@ impl CommandLedger for PgLedger {
                 .await
                 .map_err(db("checking the connection"))?;
             Ok(())
-        })
-    }
-
-    fn retry_state(&self, id: Uuid) -> BoxFuture<'_, Result<RetryState, StoreError>> {
-        Box::pin(async move {
-            let c = self.s.client().await?;
-            let row = c
-                .query_opt(
-                    "SELECT round, attempts FROM lpc_retries WHERE prefix = $1 AND command_id = $2",
-                    &[&self.s.prefix, &id],
-                )
-                .await
-                .map_err(db("reading a retry state"))?;
-            Ok(row.map_or_else(RetryState::default, |row| RetryState {
-                round: row.get::<_, i32>(0).max(0) as u32,
-                attempts: row.get::<_, i32>(1).max(0) as u32,
-            }))
         })
     }
 

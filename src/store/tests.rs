@@ -74,6 +74,7 @@ suite!(
     the_first_completion_recorded_is_the_one_kept,
     an_intent_of_an_earlier_process_is_reported_as_another_process,
     prefixes_sharing_a_store_do_not_see_each_other,
+    a_claim_reads_the_whole_record_of_its_command,
 );
 
 fn event(id: Uuid) -> Event {
@@ -161,6 +162,33 @@ async fn an_intent_of_an_earlier_process_is_reported_as_another_process(b: Backe
     assert!(!l.intent(id).await.unwrap().unwrap().by_another_process);
 }
 
+async fn a_claim_reads_the_whole_record_of_its_command(b: Backend) {
+    let (l, _) = b.open(HOUR).await;
+    let (fresh, retried, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (_c, record) = l.claim(fresh).await.unwrap();
+    assert_eq!(record, Record::default());
+    let state = RetryState {
+        round: 2,
+        attempts: 7,
+    };
+    l.set_retry_state(retried, Some(state)).await.unwrap();
+    l.record_intent(retried).await.unwrap();
+    let (_c, record) = l.claim(retried).await.unwrap();
+    assert_eq!(record.retry, state);
+    assert!(record.completion.is_none());
+    let intent = record.intent.expect("the intent is part of the record");
+    assert!(!intent.by_another_process, "{intent:?}");
+    l.record_intent(done).await.unwrap();
+    l.set_retry_state(done, Some(state)).await.unwrap();
+    l.complete(done, "fp", &event(done)).await.unwrap();
+    let (_c, record) = l.claim(done).await.unwrap();
+    let completion = record.completion.expect("completed");
+    assert_eq!(completion.event, event(done));
+    assert_eq!(completion.fingerprint.as_deref(), Some("fp"));
+    // Completing clears the intent and the retry state.
+    assert_eq!((record.intent, record.retry), (None, RetryState::default()));
+}
+
 async fn prefixes_sharing_a_store_do_not_see_each_other(b: Backend) {
     let (a, sa) = b.open_prefix("a", HOUR).await;
     let (other, so) = b.open_prefix("b", HOUR).await;
@@ -241,6 +269,63 @@ mod shared {
             .await
             .expect("released when dropped")
             .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_replica_that_waited_for_a_claim_sees_what_its_holder_completed() {
+        let b = postgres().await;
+        let (a, _) = b.open(HOUR).await;
+        let (other, _) = b.open(HOUR).await;
+        let id = Uuid::new_v4();
+        let (held, record) = a.claim(id).await.unwrap();
+        assert!(record.completion.is_none());
+        let waiting = tokio::spawn(async move { other.claim(id).await.map(|(_, r)| r) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.complete(id, "fp", &event(id)).await.unwrap();
+        drop(held);
+        let record = tokio::time::timeout(Duration::from_secs(3), waiting)
+            .await
+            .expect("released when dropped")
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.completion.expect("seen").event, event(id));
+    }
+
+    #[tokio::test]
+    async fn a_claim_given_up_halfway_leaves_no_lock_behind() {
+        let b = postgres().await;
+        let (a, _) = b.open(HOUR).await;
+        let (other, _) = b.open(HOUR).await;
+        let id = Uuid::new_v4();
+        // Dropped at every point of its way: before it has a connection, once its lock is
+        // asked for and before the answer is read, after it returned.
+        for polls in 1..60 {
+            let mut claim = a.claim(id);
+            for _ in 0..polls {
+                let ready = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(claim.as_mut().poll(cx).is_ready())
+                })
+                .await;
+                if ready {
+                    break;
+                }
+                // Let the connection send and receive; sometimes wait for the answer too.
+                tokio::task::yield_now().await;
+                if polls % 3 == 0 {
+                    tokio::time::sleep(Duration::from_micros(300)).await;
+                }
+            }
+        }
+        // Every connection those claims took went back to the pool unlocked, or was closed.
+        let got = tokio::time::timeout(Duration::from_secs(5), other.claim(id))
+            .await
+            .expect("no connection of the first replica still holds the command's lock");
+        drop(got.unwrap());
+        // And the first replica's own pool hands out no connection that holds it either.
+        tokio::time::timeout(Duration::from_secs(5), a.claim(id))
+            .await
+            .expect("the first replica can claim it again")
             .unwrap();
     }
 
