@@ -1,6 +1,8 @@
 //! The dispatch loop: take deliveries in arrival order while the credentials gate is open, at
-//! most `concurrency` at once, one at a time per email ([`crate::keyed`]); each runs as a task
-//! that processes it and settles it.
+//! most `concurrency` applied at once, one at a time per email ([`crate::keyed`]); each runs as
+//! a task that processes it and settles it (publishes its event, waits for the confirm, acks).
+//! A command's permit is released once it is processed, so the next one is applied while its
+//! event is still being confirmed; its email's turn is held until it is settled.
 
 use super::settle::settle;
 use super::setup::Session;
@@ -115,11 +117,15 @@ pub(super) async fn dispatch<L: LastPass>(
                     None => None,
                 };
                 let disposition = processor.process(prepared, &publisher).await;
+                // Applied and recorded: its permit goes to the next command while this one's
+                // event is published and confirmed and its delivery acked. At most
+                // `concurrency` commands are applied at once; the ones settling are bounded by
+                // the prefetch (twice that).
+                drop(permit);
                 settle(&publisher, delivery, queue, disposition, &broken).await;
                 in_flight.decrement(1.0);
                 metrics::histogram!(crate::telemetry::COMMAND_SECONDS, "type" => queue.as_str())
                     .record(started.elapsed().as_secs_f64());
-                drop(permit);
             }
             .instrument(span),
         );
