@@ -249,39 +249,28 @@ async fn staging_replaces_the_snapshot_only_when_committed(b: Backend) {
 mod shared {
     use super::*;
 
-    #[tokio::test]
-    async fn a_claimed_command_waits_for_the_other_replica() {
+    /// One database (dropped with the first value) opened by two replicas.
+    async fn two_replicas() -> (Backend, Arc<dyn CommandLedger>, Arc<dyn CommandLedger>) {
         let b = postgres().await;
         let (a, _) = b.open(HOUR).await;
         let (other, _) = b.open(HOUR).await;
+        (b, a, other)
+    }
+
+    #[tokio::test]
+    async fn a_claimed_command_waits_for_the_other_replica_then_sees_its_completion() {
+        let (_db, a, other) = two_replicas().await;
         let id = Uuid::new_v4();
-        let held = a.claim(id).await.unwrap();
+        let (held, record) = a.claim(id).await.unwrap();
+        assert!(record.completion.is_none());
         // Another command is not held up.
         tokio::time::timeout(Duration::from_secs(2), other.claim(Uuid::new_v4()))
             .await
             .expect("another id is free")
             .unwrap();
-        let waiting = tokio::spawn(async move { other.claim(id).await.map(|_| ()) });
+        let waiting = tokio::spawn(async move { other.claim(id).await.map(|(_, r)| r) });
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(!waiting.is_finished(), "the second replica waits");
-        drop(held);
-        tokio::time::timeout(Duration::from_secs(3), waiting)
-            .await
-            .expect("released when dropped")
-            .unwrap()
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_replica_that_waited_for_a_claim_sees_what_its_holder_completed() {
-        let b = postgres().await;
-        let (a, _) = b.open(HOUR).await;
-        let (other, _) = b.open(HOUR).await;
-        let id = Uuid::new_v4();
-        let (held, record) = a.claim(id).await.unwrap();
-        assert!(record.completion.is_none());
-        let waiting = tokio::spawn(async move { other.claim(id).await.map(|(_, r)| r) });
-        tokio::time::sleep(Duration::from_millis(300)).await;
         a.complete(id, "fp", &event(id)).await.unwrap();
         drop(held);
         let record = tokio::time::timeout(Duration::from_secs(3), waiting)
@@ -289,14 +278,13 @@ mod shared {
             .expect("released when dropped")
             .unwrap()
             .unwrap();
+        // Its record is read once it holds the claim: it shows what the holder completed.
         assert_eq!(record.completion.expect("seen").event, event(id));
     }
 
     #[tokio::test]
     async fn a_claim_given_up_halfway_leaves_no_lock_behind() {
-        let b = postgres().await;
-        let (a, _) = b.open(HOUR).await;
-        let (other, _) = b.open(HOUR).await;
+        let (_db, a, other) = two_replicas().await;
         let id = Uuid::new_v4();
         // Dropped at every point of its way: before it has a connection, once its lock is
         // asked for and before the answer is read, after it returned.
