@@ -509,30 +509,31 @@ struct PgClaim(Option<Object>);
 
 impl Drop for PgClaim {
     fn drop(&mut self) {
-        let Some(client) = self.0.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let mut closing = Closing(Some(client));
-                    let unlocked = match &closing.0 {
-                        Some(c) => c.batch_execute("SELECT pg_advisory_unlock_all()").await,
-                        None => return,
-                    };
-                    if unlocked.is_ok() {
-                        // Clean: back to the pool.
-                        drop(closing.0.take());
-                    }
-                });
-            }
-            Err(_) => drop(Object::take(client)),
+        let closing = Closing(self.0.take());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(closing.unlock());
         }
+        // Without a runtime, `closing` is dropped here: the connection is closed.
     }
 }
 
 /// Closes the connection it holds when dropped (taking it out of the pool).
 struct Closing(Option<Object>);
+
+impl Closing {
+    /// Unlocks everything the connection holds, then gives it back to the pool; should the
+    /// unlock fail, or this future be dropped first, the connection is closed instead.
+    async fn unlock(mut self) {
+        if let Some(c) = &self.0
+            && c.batch_execute("SELECT pg_advisory_unlock_all()")
+                .await
+                .is_ok()
+        {
+            // Clean: back to the pool.
+            drop(self.0.take());
+        }
+    }
+}
 
 impl Drop for Closing {
     fn drop(&mut self) {
