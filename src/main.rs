@@ -94,6 +94,9 @@ fn escape_controls(buf: &[u8]) -> Vec<u8> {
     out
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
